@@ -1,0 +1,116 @@
+package sqlite
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Synchronous is SQLite's synchronous level for commits.
+type Synchronous string
+
+const (
+	// SyncFull fsyncs every commit: an acknowledged append survives power
+	// loss. The default.
+	SyncFull Synchronous = "full"
+	// SyncNormal does not fsync on commit in WAL mode: an acknowledged
+	// append survives a crash of the process but may be lost on power loss.
+	SyncNormal Synchronous = "normal"
+)
+
+// Journal is SQLite's journal mode.
+type Journal string
+
+const (
+	// JournalWAL lets readers run beside the writer. The default; it needs
+	// shared memory, so the file must be on a local filesystem.
+	JournalWAL Journal = "wal"
+	// JournalTruncate is a rollback journal, for network filesystems (EFS)
+	// where WAL cannot work. Readers and the writer block each other.
+	JournalTruncate Journal = "truncate"
+)
+
+// Defaults of Options.
+const (
+	DefaultBusyTimeout = 10 * time.Second
+	DefaultReaders     = 4
+	DefaultMaxBatch    = 128
+)
+
+// Options configure a Store. The zero value is the default: WAL, synchronous
+// FULL, a busy timeout of DefaultBusyTimeout.
+type Options struct {
+	Synchronous Synchronous   // "" = SyncFull
+	Journal     Journal       // "" = JournalWAL
+	BusyTimeout time.Duration // 0 = DefaultBusyTimeout; how long to wait for another process's lock
+	Readers     int           // 0 = DefaultReaders; size of the reader connection pool
+	// MaxBatch bounds how many appends that are waiting together the writer
+	// commits in one transaction (group commit); 1 commits each alone.
+	// 0 = DefaultMaxBatch.
+	MaxBatch int
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Synchronous == "" {
+		o.Synchronous = SyncFull
+	}
+	if o.Journal == "" {
+		o.Journal = JournalWAL
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.Readers == 0 {
+		o.Readers = DefaultReaders
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	switch o.Synchronous {
+	case SyncFull, SyncNormal:
+	default:
+		return o, fmt.Errorf("sqlite: synchronous %q is not full or normal", o.Synchronous)
+	}
+	switch o.Journal {
+	case JournalWAL, JournalTruncate:
+	default:
+		return o, fmt.Errorf("sqlite: journal %q is not wal or truncate", o.Journal)
+	}
+	if o.BusyTimeout < 0 || o.Readers < 0 || o.MaxBatch < 0 {
+		return o, fmt.Errorf("sqlite: negative option")
+	}
+	return o, nil
+}
+
+// ParseSynchronous parses "full" or "normal" (any case).
+func ParseSynchronous(s string) (Synchronous, error) {
+	switch v := Synchronous(strings.ToLower(s)); v {
+	case SyncFull, SyncNormal:
+		return v, nil
+	}
+	return "", fmt.Errorf("%q is not full or normal", s)
+}
+
+// ParseJournal parses "wal" or "truncate" (any case).
+func ParseJournal(s string) (Journal, error) {
+	switch v := Journal(strings.ToLower(s)); v {
+	case JournalWAL, JournalTruncate:
+		return v, nil
+	}
+	return "", fmt.Errorf("%q is not wal or truncate", s)
+}
+
+// DSN returns the modernc.org/sqlite data source name that opens path with
+// these options' pragmas. txlock is "immediate" for the writer and
+// "deferred" for readers. It is exported so that baselines and tools open
+// the file exactly as the store does. path must not contain '?'.
+func (o Options) DSN(path string, txlock string) string {
+	o, _ = o.withDefaults()
+	q := []string{
+		fmt.Sprintf("_busy_timeout=%d", o.BusyTimeout.Milliseconds()),
+		"_journal_mode=" + string(o.Journal),
+		"_synchronous=" + string(o.Synchronous),
+		"_txlock=" + txlock,
+	}
+	return path + "?" + strings.Join(q, "&")
+}

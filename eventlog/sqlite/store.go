@@ -1,0 +1,392 @@
+// Package sqlite is the default event store: one SQLite file, through the
+// pure-Go driver modernc.org/sqlite (no cgo).
+//
+// Inside a process one writer goroutine owns the only write connection;
+// appends queue to it and it commits appends that arrive together in one
+// transaction (group commit), each inside its own savepoint so that one
+// append's conflict never affects another's. Across processes SQLite's file
+// locks serialize writers: every write transaction starts with BEGIN
+// IMMEDIATE and waits up to the busy timeout for the lock. Reads use a
+// separate pool of read-only connections.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Store is an eventlog.Store on one SQLite file. Use Open to make one.
+type Store struct {
+	opts   Options
+	path   string
+	writer *writer
+	read   *sql.DB
+
+	mu       sync.RWMutex // guards closed; held for reading while a call starts
+	closed   bool
+	inflight sync.WaitGroup // calls in progress; Close waits for them
+}
+
+var _ eventlog.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the event log at path and brings its
+// schema up to date. Two processes may open the same new file at once: the
+// migration runs under SQLite's write lock, so exactly one applies it.
+//
+// Errors: an invalid option or path, a database that cannot be opened, or a
+// schema newer than this package knows.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if path == "" || strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: database path %q must be a plain file path without ? or #", path)
+	}
+	if path == ":memory:" {
+		return nil, errors.New("sqlite: an in-memory database cannot be shared by the writer and readers; use a file")
+	}
+	wdb, err := sql.Open("sqlite", opts.DSN(path, "immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, wdb); err != nil {
+		_ = wdb.Close()
+		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
+	}
+	w, err := newWriter(ctx, wdb, opts.MaxBatch)
+	if err != nil {
+		_ = wdb.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	rdb, err := sql.Open("sqlite", opts.DSN(path, "deferred")+"&_query_only=1")
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("sqlite: open %s: %w", path, err), w.close())
+	}
+	rdb.SetMaxOpenConns(opts.Readers)
+	rdb.SetMaxIdleConns(opts.Readers)
+	rdb.SetConnMaxIdleTime(0)
+	return &Store{opts: opts, path: path, writer: w, read: rdb}, nil
+}
+
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// DB returns the read-only connection pool, for tools and tests that query
+// the file directly. Its connections refuse writes.
+func (s *Store) DB() *sql.DB { return s.read }
+
+// enter registers a call; it fails with ErrClosed after Close.
+func (s *Store) enter() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return eventlog.ErrClosed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+// Close waits for calls in progress, stops the writer and closes the
+// database. It is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	werr := s.writer.close()
+	rerr := s.read.Close()
+	return errors.Join(werr, rerr)
+}
+
+// Append implements eventlog.Store.
+func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	if err := s.enter(); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	defer s.inflight.Done()
+	if err := req.Validate(); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	call, err := prepareAppend(req)
+	if err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	return s.writer.submit(ctx, call)
+}
+
+// readPageSize is how many records ReadStream fetches per query.
+const readPageSize = 512
+
+// ReadStream implements eventlog.Store.
+func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) iter.Seq2[eventlog.Record, error] {
+	return func(yield func(eventlog.Record, error) bool) {
+		if stream.IsZero() {
+			yield(eventlog.Record{}, &eventlog.InvalidError{What: "stream id", Reason: "must not be empty"})
+			return
+		}
+		for {
+			page, err := s.readStreamPage(ctx, stream, after)
+			if err != nil {
+				yield(eventlog.Record{}, err)
+				return
+			}
+			for _, r := range page {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if len(page) < readPageSize {
+				return
+			}
+			after = page[len(page)-1].Version
+		}
+	}
+}
+
+func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) ([]eventlog.Record, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	rows, err := s.read.QueryContext(ctx,
+		`SELECT position, version, type, data, metadata, recorded_at FROM events
+		 WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?`,
+		stream.String(), int64(after), readPageSize)
+	if err != nil {
+		return nil, s.readErr("read stream", ctx, err)
+	}
+	defer func() { _ = rows.Close() }()
+	page := make([]eventlog.Record, 0, 16)
+	for rows.Next() {
+		r := eventlog.Record{Stream: stream}
+		if err := scanRecord(rows, &r, false); err != nil {
+			return nil, err
+		}
+		page = append(page, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.readErr("read stream", ctx, err)
+	}
+	return page, nil
+}
+
+// maxParams bounds the bound parameters of one query, well under SQLite's
+// limit.
+const maxParams = 500
+
+// StreamVersions implements eventlog.Store.
+func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	for _, st := range streams {
+		if st.IsZero() {
+			return nil, &eventlog.InvalidError{What: "stream id", Reason: "must not be empty"}
+		}
+	}
+	out := make([]eventlog.Version, len(streams))
+	if len(streams) == 0 {
+		return out, nil
+	}
+	index := make(map[string][]int, len(streams))
+	for i, st := range streams {
+		index[st.String()] = append(index[st.String()], i)
+	}
+	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, s.readErr("stream versions", ctx, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	ids := make([]string, 0, len(index))
+	for id := range index {
+		ids = append(ids, id)
+	}
+	for start := 0; start < len(ids); start += maxParams {
+		chunk := ids[start:min(start+maxParams, len(ids))]
+		if err := versionsOf(ctx, tx, chunk, func(id string, v eventlog.Version) {
+			for _, i := range index[id] {
+				out[i] = v
+			}
+		}); err != nil {
+			return nil, s.readErr("stream versions", ctx, err)
+		}
+	}
+	return out, nil
+}
+
+// versionsOf calls found with the current version of each of ids, with one
+// index seek per stream.
+func versionsOf(ctx context.Context, tx *sql.Tx, ids []string, found func(string, eventlog.Version)) error {
+	args := make([]any, len(ids))
+	var q strings.Builder
+	for i, id := range ids {
+		args[i] = id
+		if i > 0 {
+			q.WriteString(" UNION ALL ")
+		}
+		n := strconv.Itoa(i + 1)
+		q.WriteString("SELECT ?" + n + ", (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?" + n + ")")
+	}
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var id string
+		var v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return err
+		}
+		found(id, eventlog.Version(v))
+	}
+	return rows.Err()
+}
+
+// ReadFeed implements eventlog.Store.
+func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.Record, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	var sqlText strings.Builder
+	sqlText.WriteString(`SELECT position, stream_id, version, type, data, metadata, recorded_at FROM events WHERE position > ?`)
+	args := []any{int64(q.After)}
+	if len(q.Types) > 0 {
+		types := append([]string(nil), q.Types...)
+		sort.Strings(types)
+		sqlText.WriteString(" AND type IN (")
+		for i, t := range types {
+			if i > 0 {
+				sqlText.WriteByte(',')
+			}
+			sqlText.WriteByte('?')
+			args = append(args, t)
+		}
+		sqlText.WriteByte(')')
+	}
+	if q.StreamPrefix != "" {
+		// A range on the (stream_id, version) index; no byte of valid
+		// UTF-8 is 0xFF, so incrementing the last byte gives the bound.
+		upper := []byte(q.StreamPrefix)
+		upper[len(upper)-1]++
+		sqlText.WriteString(" AND stream_id >= ? AND stream_id < ?")
+		args = append(args, q.StreamPrefix, string(upper))
+	}
+	sqlText.WriteString(" ORDER BY position LIMIT ?")
+	args = append(args, q.Limit)
+	rows, err := s.read.QueryContext(ctx, sqlText.String(), args...)
+	if err != nil {
+		return nil, s.readErr("read feed", ctx, err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []eventlog.Record
+	for rows.Next() {
+		var r eventlog.Record
+		if err := scanRecord(rows, &r, true); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.readErr("read feed", ctx, err)
+	}
+	return out, nil
+}
+
+// Head implements eventlog.Store.
+func (s *Store) Head(ctx context.Context) (eventlog.Position, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.inflight.Done()
+	var head int64
+	if err := s.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(&head); err != nil {
+		return 0, s.readErr("head", ctx, err)
+	}
+	return eventlog.Position(head), nil
+}
+
+// readErr wraps a read failure, preferring the context's error when the
+// context ended.
+func (s *Store) readErr(op string, ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, cerr)
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// migrate applies the embedded migrations not yet recorded in
+// schema_version, all in one IMMEDIATE transaction.
+func migrate(ctx context.Context, db *sql.DB) error {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: _txlock=immediate
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
+		return err
+	}
+	if current > len(names) {
+		return fmt.Errorf("database schema version %d is newer than this program knows (%d)", current, len(names))
+	}
+	for i := current; i < len(names); i++ {
+		script, err := migrationFiles.ReadFile(names[i])
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(script)); err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
+		}
+	}
+	if current < len(names) {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, len(names)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,363 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// Call states: a queued call is taken by the writer or cancelled by its
+// caller, whichever comes first.
+const (
+	callQueued int32 = iota
+	callTaken
+	callCancelled
+)
+
+// appendCall is one Append waiting for the writer. Everything that does not
+// need the write lock (validation, event ids, metadata encoding) is done by
+// the caller before it queues.
+type appendCall struct {
+	req   eventlog.AppendRequest
+	rows  []pendingRow
+	state atomic.Int32
+	done  chan appendOutcome // buffered: the writer never blocks on it
+}
+
+type pendingRow struct {
+	stream   string
+	metadata eventlog.Metadata
+	encoded  string // metadata as stored
+}
+
+type appendOutcome struct {
+	result eventlog.AppendResult
+	err    error
+}
+
+func prepareAppend(req eventlog.AppendRequest) (*appendCall, error) {
+	c := &appendCall{req: req, rows: make([]pendingRow, len(req.Events)), done: make(chan appendOutcome, 1)}
+	for i, ev := range req.Events {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: append: event id: %w", err)
+		}
+		md := ev.Metadata
+		md.EventID = id
+		md.CommandID = req.CommandID
+		enc, err := json.Marshal(md)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: append: metadata: %w", err)
+		}
+		c.rows[i] = pendingRow{stream: ev.Stream.String(), metadata: md, encoded: string(enc)}
+	}
+	return c, nil
+}
+
+// writer owns the one write connection. A single goroutine runs every write
+// transaction, so statements need no locking and appends that queue while a
+// commit is in progress are committed together by the next one.
+type writer struct {
+	db       *sql.DB
+	conn     *sql.Conn
+	calls    chan *appendCall
+	quit     chan struct{}
+	stopped  chan struct{}
+	maxBatch int
+
+	version, insert, commandGet, commandPut, byPositions *sql.Stmt
+}
+
+func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &writer{
+		db: db, conn: conn, maxBatch: maxBatch,
+		calls:   make(chan *appendCall, maxBatch),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&w.version, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?`},
+		{&w.insert, `INSERT INTO events (stream_id, version, type, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&w.commandGet, `SELECT first_position, last_position FROM commands WHERE command_id = ?`},
+		{&w.commandPut, `INSERT INTO commands (command_id, first_position, last_position) VALUES (?, ?, ?)`},
+		{&w.byPositions, `SELECT position, stream_id, version, type, data, metadata, recorded_at FROM events WHERE position BETWEEN ? AND ? ORDER BY position`},
+	} {
+		if *p.stmt, err = conn.PrepareContext(ctx, p.sql); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
+	go w.loop()
+	return w, nil
+}
+
+// submit queues c and waits for its outcome. If ctx ends before the writer
+// takes the call, the call is withdrawn and ctx's error returned: nothing
+// was written. Once taken, the call runs to completion and its outcome is
+// returned, whatever ctx does.
+func (w *writer) submit(ctx context.Context, c *appendCall) (eventlog.AppendResult, error) {
+	select {
+	case w.calls <- c:
+	case <-ctx.Done():
+		return eventlog.AppendResult{}, ctx.Err()
+	}
+	select {
+	case out := <-c.done:
+		return out.result, out.err
+	case <-ctx.Done():
+		if c.state.CompareAndSwap(callQueued, callCancelled) {
+			return eventlog.AppendResult{}, ctx.Err()
+		}
+		out := <-c.done
+		return out.result, out.err
+	}
+}
+
+func (w *writer) loop() {
+	defer close(w.stopped)
+	batch := make([]*appendCall, 0, w.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case c := <-w.calls:
+			batch = w.take(batch, c)
+		case <-w.quit:
+			return
+		}
+	drain:
+		for len(batch) < w.maxBatch {
+			select {
+			case c := <-w.calls:
+				batch = w.take(batch, c)
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 0 {
+			w.commit(batch)
+		}
+	}
+}
+
+func (w *writer) take(batch []*appendCall, c *appendCall) []*appendCall {
+	if c.state.CompareAndSwap(callQueued, callTaken) {
+		return append(batch, c)
+	}
+	return batch
+}
+
+// commit runs batch in one transaction and delivers every outcome. With more
+// than one append, each runs inside its own savepoint so that a conflict
+// rolls back only that append. A database failure other than a conflict
+// rolls back the whole transaction and the appends are run again one by one,
+// so that one append's failure never fails another.
+func (w *writer) commit(batch []*appendCall) {
+	outcomes, err := w.commitTx(batch)
+	if err != nil && len(batch) > 1 {
+		for _, c := range batch {
+			w.commit([]*appendCall{c})
+		}
+		return
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.done <- appendOutcome{err: fmt.Errorf("sqlite: append: %w", err)}
+			continue
+		}
+		c.done <- outcomes[i]
+	}
+}
+
+// commitTx returns each call's outcome, or an error when the transaction as
+// a whole failed and nothing was written.
+func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
+	ctx := context.Background()
+	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	outcomes := make([]appendOutcome, len(batch))
+	grouped := len(batch) > 1
+	for i, c := range batch {
+		if grouped {
+			if _, err := w.conn.ExecContext(ctx, "SAVEPOINT append_call"); err != nil {
+				w.rollback()
+				return nil, err
+			}
+		}
+		res, err := w.apply(ctx, c, now)
+		var conflict *eventlog.ConflictError
+		switch {
+		case errors.As(err, &conflict):
+			outcomes[i] = appendOutcome{err: err}
+			if grouped {
+				if _, err := w.conn.ExecContext(ctx, "ROLLBACK TO append_call"); err != nil {
+					w.rollback()
+					return nil, err
+				}
+				if _, err := w.conn.ExecContext(ctx, "RELEASE append_call"); err != nil {
+					w.rollback()
+					return nil, err
+				}
+			}
+		case err != nil:
+			w.rollback()
+			return nil, err
+		default:
+			outcomes[i] = appendOutcome{result: res}
+			if grouped {
+				if _, err := w.conn.ExecContext(ctx, "RELEASE append_call"); err != nil {
+					w.rollback()
+					return nil, err
+				}
+			}
+		}
+	}
+	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		w.rollback()
+		return nil, err
+	}
+	return outcomes, nil
+}
+
+func (w *writer) rollback() {
+	// Fails harmlessly when SQLite already rolled the transaction back.
+	_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
+}
+
+// apply runs one append inside the open transaction.
+func (w *writer) apply(ctx context.Context, c *appendCall, now time.Time) (eventlog.AppendResult, error) {
+	req := c.req
+	if req.CommandID != "" {
+		var first, last int64
+		err := w.commandGet.QueryRowContext(ctx, req.CommandID).Scan(&first, &last)
+		switch {
+		case err == nil:
+			records, err := w.recordsBetween(ctx, first, last)
+			if err != nil {
+				return eventlog.AppendResult{}, err
+			}
+			return eventlog.AppendResult{Records: records, Duplicate: true}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return eventlog.AppendResult{}, err
+		}
+	}
+	next := make(map[string]eventlog.Version, len(req.Expected))
+	var conflicts []eventlog.StreamConflict
+	for _, e := range req.Expected {
+		var v int64
+		if err := w.version.QueryRowContext(ctx, e.Stream.String()).Scan(&v); err != nil {
+			return eventlog.AppendResult{}, err
+		}
+		if eventlog.Version(v) != e.Version {
+			conflicts = append(conflicts, eventlog.StreamConflict{Stream: e.Stream, Expected: e.Version, Actual: eventlog.Version(v)})
+		}
+		next[e.Stream.String()] = eventlog.Version(v)
+	}
+	if len(conflicts) > 0 {
+		return eventlog.AppendResult{}, &eventlog.ConflictError{Conflicts: conflicts}
+	}
+	recordedAt := now.UnixMicro()
+	records := make([]eventlog.Record, len(req.Events))
+	for i, ev := range req.Events {
+		row := c.rows[i]
+		v := next[row.stream] + 1
+		next[row.stream] = v
+		res, err := w.insert.ExecContext(ctx, row.stream, int64(v), ev.Type, string(ev.Data), row.encoded, recordedAt)
+		if err != nil {
+			return eventlog.AppendResult{}, err
+		}
+		pos, err := res.LastInsertId()
+		if err != nil {
+			return eventlog.AppendResult{}, err
+		}
+		records[i] = eventlog.Record{
+			Position: eventlog.Position(pos), Stream: ev.Stream, Version: v,
+			Type: ev.Type, Data: ev.Data, Metadata: row.metadata, RecordedAt: now,
+		}
+	}
+	if req.CommandID != "" {
+		first, last := records[0].Position, records[len(records)-1].Position
+		if _, err := w.commandPut.ExecContext(ctx, req.CommandID, int64(first), int64(last)); err != nil {
+			return eventlog.AppendResult{}, err
+		}
+	}
+	return eventlog.AppendResult{Records: records}, nil
+}
+
+func (w *writer) recordsBetween(ctx context.Context, first, last int64) ([]eventlog.Record, error) {
+	rows, err := w.byPositions.QueryContext(ctx, first, last)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []eventlog.Record
+	for rows.Next() {
+		var r eventlog.Record
+		if err := scanRecord(rows, &r, true); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// close stops the loop after the calls already queued and closes the
+// connection. Only Store.Close calls it, after every Append has returned.
+func (w *writer) close() error {
+	close(w.quit)
+	<-w.stopped
+	var errs []error
+	for _, st := range []*sql.Stmt{w.version, w.insert, w.commandGet, w.commandPut, w.byPositions} {
+		errs = append(errs, st.Close())
+	}
+	errs = append(errs, w.conn.Close(), w.db.Close())
+	return errors.Join(errs...)
+}
+
+// scanRecord reads the columns position, [stream_id,] version, type, data,
+// metadata, recorded_at.
+func scanRecord(rows *sql.Rows, r *eventlog.Record, withStream bool) error {
+	var (
+		pos, version, recordedAt int64
+		stream                   string
+		data, metadata           []byte
+		err                      error
+	)
+	if withStream {
+		err = rows.Scan(&pos, &stream, &version, &r.Type, &data, &metadata, &recordedAt)
+	} else {
+		err = rows.Scan(&pos, &version, &r.Type, &data, &metadata, &recordedAt)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: scan event: %w", err)
+	}
+	if withStream {
+		if r.Stream, err = eventlog.NewStreamID(stream); err != nil {
+			return fmt.Errorf("sqlite: event at position %d: %w", pos, err)
+		}
+	}
+	r.Position = eventlog.Position(pos)
+	r.Version = eventlog.Version(version)
+	r.Data = data
+	if err := json.Unmarshal(metadata, &r.Metadata); err != nil {
+		return fmt.Errorf("sqlite: event at position %d: metadata: %w", pos, err)
+	}
+	r.RecordedAt = time.UnixMicro(recordedAt).UTC()
+	return nil
+}
