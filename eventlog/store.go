@@ -54,6 +54,14 @@ type Store interface {
 	// MaxFeedLimit, an invalid type or prefix.
 	ReadFeed(ctx context.Context, q FeedQuery) ([]Record, error)
 
+	// LookupCommand returns the records appended by the append that carried
+	// commandID, and false when no recorded append carried it. Executors call
+	// it before running a command with an idempotency key, so that a retried
+	// command answers with its first result instead of deciding again on
+	// state it has itself changed. Errors: ErrInvalid for an empty or
+	// over-long id.
+	LookupCommand(ctx context.Context, commandID string) ([]Record, bool, error)
+
 	// Head returns the position of the last recorded event, 0 when the log
 	// is empty.
 	Head(ctx context.Context) (Position, error)

@@ -196,11 +196,10 @@ func (r AppendRequest) Validate() error {
 	if len(r.Events) == 0 {
 		return invalidf("append", "has no events")
 	}
-	if len(r.CommandID) > MaxCommandIDLength {
-		return invalidf("command id", "is %d bytes, longer than %d", len(r.CommandID), MaxCommandIDLength)
-	}
-	if r.CommandID != "" && !utf8.ValidString(r.CommandID) {
-		return invalidf("command id", "is not valid UTF-8")
+	if r.CommandID != "" {
+		if err := ValidateCommandID(r.CommandID); err != nil {
+			return err
+		}
 	}
 	seen := make(map[StreamID]struct{}, len(r.Expected))
 	for _, e := range r.Expected {
@@ -227,6 +226,12 @@ func (r AppendRequest) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ValidateCommandID checks an idempotency key: 1 to MaxCommandIDLength bytes
+// of valid UTF-8. The error wraps ErrInvalid.
+func ValidateCommandID(id string) error {
+	return validateName("command id", id, MaxCommandIDLength, "")
 }
 
 // Validate checks the query. The error wraps ErrInvalid.

@@ -20,10 +20,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx); err != nil {
-		logger.Error("local runner failed", "error", err.Error())
+	err := run(ctx)
+	stop()
+	if err != nil {
+		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("local runner failed", "error", err.Error())
 		os.Exit(1)
 	}
 }

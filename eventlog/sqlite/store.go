@@ -22,8 +22,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	driver "modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/eventcore-go/eventcore/eventlog"
 )
@@ -70,7 +72,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	wdb.SetMaxIdleConns(1)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, wdb); err != nil {
+	if err := migrateRetrying(ctx, wdb, opts.BusyTimeout); err != nil {
 		_ = wdb.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
@@ -326,6 +328,35 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 	return out, nil
 }
 
+// LookupCommand implements eventlog.Store.
+func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog.Record, bool, error) {
+	if err := s.enter(); err != nil {
+		return nil, false, err
+	}
+	defer s.inflight.Done()
+	if err := eventlog.ValidateCommandID(commandID); err != nil {
+		return nil, false, err
+	}
+	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, false, s.readErr("lookup command", ctx, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var first, last int64
+	err = tx.QueryRowContext(ctx, `SELECT first_position, last_position FROM commands WHERE command_id = ?`, commandID).Scan(&first, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, s.readErr("lookup command", ctx, err)
+	}
+	records, err := recordsBetween(ctx, tx, first, last)
+	if err != nil {
+		return nil, false, s.readErr("lookup command", ctx, err)
+	}
+	return records, true, nil
+}
+
 // Head implements eventlog.Store.
 func (s *Store) Head(ctx context.Context) (eventlog.Position, error) {
 	if err := s.enter(); err != nil {
@@ -346,6 +377,28 @@ func (s *Store) readErr(op string, ctx context.Context, err error) error {
 		return fmt.Errorf("sqlite: %s: %w", op, cerr)
 	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// migrateRetrying runs migrate, retrying for up to busyTimeout while the
+// database is busy. The first connection to a new file converts it to WAL
+// (the DSN's journal_mode pragma), which upgrades a read transaction to a
+// write transaction: when another connection is converting or migrating the
+// same file at that moment, SQLite fails with SQLITE_BUSY at once instead of
+// waiting for the busy timeout.
+func migrateRetrying(ctx context.Context, db *sql.DB, busyTimeout time.Duration) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		err := migrate(ctx, db)
+		var serr *driver.Error
+		if err == nil || !errors.As(err, &serr) || serr.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // migrate applies the embedded migrations not yet recorded in

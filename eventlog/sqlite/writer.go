@@ -26,10 +26,11 @@ const (
 // need the write lock (validation, event ids, metadata encoding) is done by
 // the caller before it queues.
 type appendCall struct {
-	req   eventlog.AppendRequest
-	rows  []pendingRow
-	state atomic.Int32
-	done  chan appendOutcome // buffered: the writer never blocks on it
+	snapshot *eventlog.Snapshot // when set, the call saves it instead of appending
+	req      eventlog.AppendRequest
+	rows     []pendingRow
+	state    atomic.Int32
+	done     chan appendOutcome // buffered: the writer never blocks on it
 }
 
 type pendingRow struct {
@@ -73,7 +74,7 @@ type writer struct {
 	stopped  chan struct{}
 	maxBatch int
 
-	version, insert, commandGet, commandPut, byPositions *sql.Stmt
+	version, insert, commandGet, commandPut *sql.Stmt
 }
 
 func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
@@ -95,7 +96,6 @@ func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
 		{&w.insert, `INSERT INTO events (stream_id, version, type, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?)`},
 		{&w.commandGet, `SELECT first_position, last_position FROM commands WHERE command_id = ?`},
 		{&w.commandPut, `INSERT INTO commands (command_id, first_position, last_position) VALUES (?, ?, ?)`},
-		{&w.byPositions, `SELECT position, stream_id, version, type, data, metadata, recorded_at FROM events WHERE position BETWEEN ? AND ? ORDER BY position`},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.sql); err != nil {
 			_ = conn.Close()
@@ -200,10 +200,17 @@ func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
 				return nil, err
 			}
 		}
-		res, err := w.apply(ctx, c, now)
+		var res eventlog.AppendResult
+		var err error
+		if c.snapshot != nil {
+			err = w.saveSnapshot(ctx, c.snapshot, now.UnixMicro())
+		} else {
+			res, err = w.apply(ctx, c, now)
+		}
 		var conflict *eventlog.ConflictError
+		var invalid *eventlog.InvalidError
 		switch {
-		case errors.As(err, &conflict):
+		case errors.As(err, &conflict), errors.As(err, &invalid):
 			outcomes[i] = appendOutcome{err: err}
 			if grouped {
 				if _, err := w.conn.ExecContext(ctx, "ROLLBACK TO append_call"); err != nil {
@@ -248,7 +255,7 @@ func (w *writer) apply(ctx context.Context, c *appendCall, now time.Time) (event
 		err := w.commandGet.QueryRowContext(ctx, req.CommandID).Scan(&first, &last)
 		switch {
 		case err == nil:
-			records, err := w.recordsBetween(ctx, first, last)
+			records, err := recordsBetween(ctx, w.conn, first, last)
 			if err != nil {
 				return eventlog.AppendResult{}, err
 			}
@@ -300,13 +307,20 @@ func (w *writer) apply(ctx context.Context, c *appendCall, now time.Time) (event
 	return eventlog.AppendResult{Records: records}, nil
 }
 
-func (w *writer) recordsBetween(ctx context.Context, first, last int64) ([]eventlog.Record, error) {
-	rows, err := w.byPositions.QueryContext(ctx, first, last)
+// queryer is what recordsBetween needs of a connection or transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// recordsBetween reads the records at positions first to last.
+func recordsBetween(ctx context.Context, q queryer, first, last int64) ([]eventlog.Record, error) {
+	rows, err := q.QueryContext(ctx, `SELECT position, stream_id, version, type, data, metadata, recorded_at
+		FROM events WHERE position BETWEEN ? AND ? ORDER BY position`, first, last)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = rows.Close() }()
-	var out []eventlog.Record
+	out := make([]eventlog.Record, 0, last-first+1)
 	for rows.Next() {
 		var r eventlog.Record
 		if err := scanRecord(rows, &r, true); err != nil {
@@ -323,7 +337,7 @@ func (w *writer) close() error {
 	close(w.quit)
 	<-w.stopped
 	var errs []error
-	for _, st := range []*sql.Stmt{w.version, w.insert, w.commandGet, w.commandPut, w.byPositions} {
+	for _, st := range []*sql.Stmt{w.version, w.insert, w.commandGet, w.commandPut} {
 		errs = append(errs, st.Close())
 	}
 	errs = append(errs, w.conn.Close(), w.db.Close())
