@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank"
 	"github.com/eventcore-go/eventcore/executor"
@@ -77,30 +78,38 @@ func pair(rng *rand.Rand) (int, int) {
 }
 
 // BenchmarkTransfer runs transfers of 1 between random accounts with 1, 8
-// and 64 concurrent callers, through bank.Execute (impl=executor) and as
+// and 64 concurrent callers, through bank.Execute without a cache
+// (impl=executor: every command reads both streams) and with the warm cache
+// (impl=executor+cache: a warm command probes versions and reads nothing), and as
 // raw SQL (impl=raw: one IMMEDIATE transaction that reads both streams'
 // versions and inserts the two events, no fold, no checks).
 func BenchmarkTransfer(b *testing.B) {
 	for _, sync := range []sqlite.Synchronous{sqlite.SyncFull, sqlite.SyncNormal} {
 		for _, callers := range []int{1, 8, 64} {
 			opts := sqlite.Options{Synchronous: sync}
-			b.Run(fmt.Sprintf("sync=%s/callers=%d/impl=executor", sync, callers), func(b *testing.B) {
-				ctx := context.Background()
-				store, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "events.db"), opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer func() { _ = store.Close() }()
-				for i := range accounts {
-					mustExecute(b, store, bank.OpenAccount{Account: accountID(i), Owner: "bench"})
-					mustExecute(b, store, bank.Deposit{Account: accountID(i), Amount: 1_000_000_000})
-				}
-				runCallers(b, callers, func(rng *rand.Rand) error {
-					from, to := pair(rng)
-					_, err := bank.Execute(ctx, store, bank.Transfer{From: accountID(from), To: accountID(to), Amount: 1}, executor.Options{Retry: benchRetry})
-					return err
+			for _, impl := range []string{"executor", "executor+cache"} {
+				b.Run(fmt.Sprintf("sync=%s/callers=%d/impl=%s", sync, callers, impl), func(b *testing.B) {
+					ctx := context.Background()
+					store, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "events.db"), opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer func() { _ = store.Close() }()
+					execOpts := executor.Options{Retry: benchRetry, SnapshotThreshold: -1}
+					if impl == "executor+cache" {
+						execOpts.Cache = cache.New(0, 0)
+					}
+					for i := range accounts {
+						mustExecute(b, store, bank.OpenAccount{Account: accountID(i), Owner: "bench"})
+						mustExecute(b, store, bank.Deposit{Account: accountID(i), Amount: 1_000_000_000})
+					}
+					runCallers(b, callers, func(rng *rand.Rand) error {
+						from, to := pair(rng)
+						_, err := bank.Execute(ctx, store, bank.Transfer{From: accountID(from), To: accountID(to), Amount: 1}, execOpts)
+						return err
+					})
 				})
-			})
+			}
 			b.Run(fmt.Sprintf("sync=%s/callers=%d/impl=raw", sync, callers), func(b *testing.B) {
 				raw := openRawTransfers(b, opts)
 				runCallers(b, callers, func(rng *rand.Rand) error {
