@@ -69,13 +69,23 @@ type Cache struct {
 	ttl      time.Duration
 	maxBytes int64
 
+	*ledger
+
+	hits, partial, caughtUp, misses, invalidations atomic.Uint64
+}
+
+// ledger is the accounting of sizes. The item store's eviction callback
+// holds the ledger, not the Cache: the item store stops its janitor
+// goroutine once it is unreachable, which it never is while the callback
+// holds the Cache that holds it.
+type ledger struct {
 	mu    sync.Mutex
 	sizes map[string]sizedGen
 	queue []queued // insertion order, oldest first; may hold superseded items
 	gen   uint64
 	bytes int64
 
-	hits, partial, caughtUp, misses, evictions, invalidations atomic.Uint64
+	evictions atomic.Uint64
 }
 
 type sizedGen struct {
@@ -98,9 +108,10 @@ func New(ttl time.Duration, maxBytes int64) *Cache {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	c := &Cache{ttl: ttl, maxBytes: maxBytes, sizes: map[string]sizedGen{}}
+	l := &ledger{sizes: map[string]sizedGen{}}
+	c := &Cache{ttl: ttl, maxBytes: maxBytes, ledger: l}
 	c.items = gocache.New(ttl, ttl)
-	c.items.OnEvicted(func(key string, v any) { c.expired(key, v.(stored).gen) })
+	c.items.OnEvicted(func(key string, v any) { l.expired(key, v.(stored).gen) })
 	return c
 }
 
@@ -195,13 +206,13 @@ func (c *Cache) Delete(key string) {
 // expired drops the accounting of generation gen of key, if it is still the
 // current one, and counts an eviction. go-cache calls it when an item
 // expires or is deleted; deletions by this package forget the key first.
-func (c *Cache) expired(key string, gen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cur, ok := c.sizes[key]; ok && cur.gen == gen {
-		delete(c.sizes, key)
-		c.bytes -= cur.size
-		c.evictions.Add(1)
+func (l *ledger) expired(key string, gen uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.sizes[key]; ok && cur.gen == gen {
+		delete(l.sizes, key)
+		l.bytes -= cur.size
+		l.evictions.Add(1)
 	}
 }
 

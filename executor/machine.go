@@ -281,15 +281,15 @@ func (m *machine[S, E]) snapshotLoaded(snap eventlog.Snapshot, found bool, err e
 }
 
 // useEntry decodes a cached or snapshot state and probes its streams. An
-// entry that cannot be decoded or does not cover the declared streams is
-// dropped.
+// entry that cannot be decoded, lists a stream twice or an empty stream id,
+// or does not cover the declared streams is dropped.
 func (m *machine[S, E]) useEntry(e cache.Entry, fromCache bool) effect {
 	m.entry, m.fromCache = e, fromCache
 	covered := make(map[eventlog.StreamID]bool, len(e.Streams))
 	for _, s := range e.Streams {
 		covered[s.Stream] = true
 	}
-	valid := len(e.Streams) > 0 && len(e.Streams) <= m.opts.MaxStreams
+	valid := len(e.Streams) > 0 && len(e.Streams) <= m.opts.MaxStreams && len(covered) == len(e.Streams) && !covered[eventlog.StreamID{}]
 	for _, s := range m.cmd.Streams() {
 		valid = valid && covered[s]
 	}
@@ -333,16 +333,51 @@ func (m *machine[S, E]) probed(versions []eventlog.Version, err error) effect {
 		m.read[s.Stream] = s.Version
 		m.order = append(m.order, s.Stream)
 	}
+	// The state may point to streams the entry does not cover (events this
+	// command appended can): they are read from their first event, as a
+	// cold start would read them.
+	if m.discover() != nil {
+		return m.dropEntry()
+	}
 	switch {
 	case !m.fromCache:
 		m.cacheOutcome = "snapshot"
-	case len(m.catchUp) == 0:
+	case len(m.catchUp) == 0 && len(m.queue) == 0:
 		m.cacheOutcome = "hit"
-		m.opts.Cache.RecordHit()
 	default:
 		m.cacheOutcome = "partial"
 	}
 	return m.nextRead()
+}
+
+// warm reports whether this attempt started from a cached or snapshot state.
+func (m *machine[S, E]) warm() bool {
+	switch m.cacheOutcome {
+	case "hit", "partial", "snapshot":
+		return true
+	}
+	return false
+}
+
+// readsOnlyReachable reports whether every stream read is declared or
+// discovered by the state, as in a cold start. A state that covers another
+// stream too folded events a cold start would not have folded.
+func (m *machine[S, E]) readsOnlyReachable() bool {
+	reachable := make(map[eventlog.StreamID]bool, len(m.order))
+	for _, s := range m.cmd.Streams() {
+		reachable[s] = true
+	}
+	if d, ok := m.cmd.(StreamDiscoverer[S]); ok {
+		for _, s := range d.DiscoverStreams(m.state) {
+			reachable[s] = true
+		}
+	}
+	for _, s := range m.order {
+		if !reachable[s] {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *machine[S, E]) nextRead() effect {
@@ -363,7 +398,13 @@ func (m *machine[S, E]) nextRead() effect {
 		m.order = append(m.order, s)
 		return effect{kind: effectRead, stream: s}
 	}
-	if m.cacheOutcome == "partial" {
+	if m.warm() && !m.readsOnlyReachable() {
+		return m.dropEntry()
+	}
+	switch m.cacheOutcome {
+	case "hit":
+		m.opts.Cache.RecordHit()
+	case "partial":
 		m.opts.Cache.RecordPartialHit(m.replayed)
 	}
 	return m.decide()
@@ -393,21 +434,32 @@ func (m *machine[S, E]) failed(err error) effect {
 
 // streamDone asks the command for more streams, then reads the next one.
 func (m *machine[S, E]) streamDone() effect {
-	if d, ok := m.cmd.(StreamDiscoverer[S]); ok {
-		for _, s := range d.DiscoverStreams(m.state) {
-			if s.IsZero() {
-				return done(Result{Attempts: m.attempt}, invalidCommand("discovered an empty stream id"))
-			}
-			if _, read := m.read[s]; read || slices.Contains(m.queue, s) {
-				continue
-			}
-			m.queue = append(m.queue, s)
-			if len(m.read)+len(m.queue) > m.opts.MaxStreams {
-				return done(Result{Attempts: m.attempt}, invalidCommand("reads more than %d streams", m.opts.MaxStreams))
-			}
-		}
+	if err := m.discover(); err != nil {
+		return done(Result{Attempts: m.attempt}, err)
 	}
 	return m.nextRead()
+}
+
+// discover queues the streams the command finds in its state that are
+// neither read nor queued yet.
+func (m *machine[S, E]) discover() error {
+	d, ok := m.cmd.(StreamDiscoverer[S])
+	if !ok {
+		return nil
+	}
+	for _, s := range d.DiscoverStreams(m.state) {
+		if s.IsZero() {
+			return invalidCommand("discovered an empty stream id")
+		}
+		if _, read := m.read[s]; read || slices.Contains(m.queue, s) {
+			continue
+		}
+		m.queue = append(m.queue, s)
+		if len(m.read)+len(m.queue) > m.opts.MaxStreams {
+			return invalidCommand("reads more than %d streams", m.opts.MaxStreams)
+		}
+	}
+	return nil
 }
 
 // decide runs Handle and turns its events into one append.

@@ -25,6 +25,14 @@ type world struct {
 
 	trace    []string // every effect, in order; hooks may add to it
 	requests []eventlog.AppendRequest
+
+	// Warm state: probes answer the streams' versions, snapshots are kept
+	// as a store keeps them, and with autoCommit every append without a
+	// scripted outcome goes to commit.
+	probeErr   error
+	snapshots  map[string]eventlog.Snapshot
+	autoCommit bool
+	reads      []effect // every read effect, for its after
 }
 
 func newWorld(t *testing.T, records ...[]eventlog.Record) *world {
@@ -60,23 +68,47 @@ func (w *world) drive(m *machine[counterState, counterEvent]) (Result, error) {
 			}
 			eff = m.lookedUp(w.lookup())
 		case effectRead:
-			w.trace = append(w.trace, "read "+eff.stream.String())
 			if eff.after != 0 {
-				w.t.Errorf("read %s after %d, want after 0", eff.stream, eff.after)
+				w.trace = append(w.trace, fmt.Sprintf("read %s after %d", eff.stream, eff.after))
+			} else {
+				w.trace = append(w.trace, "read "+eff.stream.String())
 			}
-			eff = w.read(m, eff.stream)
+			w.reads = append(w.reads, eff)
+			eff = w.read(m, eff.stream, eff.after)
 		case effectAppend:
 			w.trace = append(w.trace, "append "+expectedString(eff.request.Expected))
 			w.requests = append(w.requests, eff.request)
-			if len(w.appends) == 0 {
+			next := w.commit
+			switch {
+			case len(w.appends) > 0:
+				next = w.appends[0]
+				w.appends = w.appends[1:]
+			case !w.autoCommit:
 				w.t.Fatalf("unexpected append %+v", eff.request)
 			}
-			next := w.appends[0]
-			w.appends = w.appends[1:]
 			eff = m.appended(next(eff.request))
 		case effectSleep:
 			w.trace = append(w.trace, "sleep "+eff.delay.String())
 			eff = m.slept()
+		case effectProbe:
+			names := make([]string, len(eff.probe))
+			for i, s := range eff.probe {
+				names[i] = s.String()
+			}
+			w.trace = append(w.trace, "probe "+strings.Join(names, " "))
+			versions := make([]eventlog.Version, len(eff.probe))
+			for i, s := range eff.probe {
+				versions[i] = w.version(s)
+			}
+			eff = m.probed(versions, w.probeErr)
+		case effectLoadSnapshot:
+			w.trace = append(w.trace, "load snapshot")
+			snap, found := w.snapshots[eff.key]
+			eff = m.snapshotLoaded(snap, found, nil)
+		case effectSaveSnapshot:
+			w.trace = append(w.trace, "save snapshot "+expectedString(eff.snap.Streams))
+			w.saveSnapshot(eff.snap)
+			eff = m.snapshotSaved(nil)
 		case effectDone:
 			w.trace = append(w.trace, "done")
 			return eff.result, eff.err
@@ -88,8 +120,11 @@ func (w *world) drive(m *machine[counterState, counterEvent]) (Result, error) {
 	return Result{}, nil
 }
 
-func (w *world) read(m *machine[counterState, counterEvent], s eventlog.StreamID) effect {
+func (w *world) read(m *machine[counterState, counterEvent], s eventlog.StreamID, after eventlog.Version) effect {
 	for _, r := range w.streams[s] {
+		if r.Version <= after {
+			continue
+		}
 		if err := m.fold(r); err != nil {
 			return m.failed(err)
 		}
@@ -98,6 +133,66 @@ func (w *world) read(m *machine[counterState, counterEvent], s eventlog.StreamID
 		return m.failed(err)
 	}
 	return m.streamDone()
+}
+
+// version is the current version of s: its last record's, 0 when empty.
+func (w *world) version(s eventlog.StreamID) eventlog.Version {
+	rs := w.streams[s]
+	if len(rs) == 0 {
+		return 0
+	}
+	return rs[len(rs)-1].Version
+}
+
+// commit records req as a store would: it checks the request and every
+// expected version, then appends the events after the streams' current
+// versions.
+func (w *world) commit(req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	if err := req.Validate(); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	var conflicts []eventlog.StreamConflict
+	for _, e := range req.Expected {
+		if v := w.version(e.Stream); v != e.Version {
+			conflicts = append(conflicts, eventlog.StreamConflict{Stream: e.Stream, Expected: e.Version, Actual: v})
+		}
+	}
+	if len(conflicts) > 0 {
+		return eventlog.AppendResult{}, &eventlog.ConflictError{Conflicts: conflicts}
+	}
+	recorded := 0
+	for _, rs := range w.streams {
+		recorded += len(rs)
+	}
+	var res eventlog.AppendResult
+	for _, e := range req.Events {
+		md := e.Metadata
+		md.CommandID = req.CommandID
+		r := eventlog.Record{
+			Position: eventlog.Position(100_000 + recorded + len(res.Records)),
+			Stream:   e.Stream, Version: w.version(e.Stream) + 1, Type: e.Type, Data: e.Data, Metadata: md,
+		}
+		w.add(r)
+		res.Records = append(res.Records, r)
+	}
+	return res, nil
+}
+
+// saveSnapshot keeps snap unless the snapshot under its key covers more
+// events.
+func (w *world) saveSnapshot(snap eventlog.Snapshot) {
+	total := func(s eventlog.Snapshot) (n eventlog.Version) {
+		for _, e := range s.Streams {
+			n += e.Version
+		}
+		return n
+	}
+	if w.snapshots == nil {
+		w.snapshots = map[string]eventlog.Snapshot{}
+	}
+	if old, ok := w.snapshots[snap.Key]; !ok || total(snap) > total(old) {
+		w.snapshots[snap.Key] = snap
+	}
 }
 
 func (w *world) wantTrace(want ...string) {
