@@ -7,7 +7,11 @@ GOLANGCI         := $(BIN)/golangci-lint
 BENCHTIME        ?= 2s
 BENCHCOUNT       ?= 1
 
-.PHONY: help run test test-short bench lint fmt tools clean
+.PHONY: help run test test-short bench lint fmt tools clean build build-host build-ExecuteFunction build-ProjectFunction rie
+
+FUNCTIONS := execute project
+GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags='-s -w'
+RIE_VERSION := v0.0.0-20261030222936-bef5c4ba774d
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,7 +19,7 @@ help: ## list the targets
 run: ## run the local runner on ./data
 	$(GO) run ./local
 
-test: ## vet and run every test with the race detector
+test: $(BIN)/aws-lambda-rie build-host ## vet and run every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -37,5 +41,23 @@ tools: $(GOLANGCI) ## install the linter into ./bin
 $(GOLANGCI):
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 
+build: ## cross-compile both bootstraps for Lambda (linux/arm64) into dist/
+	for f in $(FUNCTIONS); do GOOS=linux GOARCH=arm64 $(GOBUILD) -o dist/$$f/bootstrap ./functions/$$f || exit 1; done
+
+build-host: ## build both bootstraps for this machine into dist/host/ (for the emulator tests)
+	for f in $(FUNCTIONS); do $(GOBUILD) -o dist/host/$$f/bootstrap ./functions/$$f || exit 1; done
+
+# sam build calls these with ARTIFACTS_DIR set (BuildMethod: makefile).
+build-ExecuteFunction:
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/execute
+
+build-ProjectFunction:
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/project
+
+rie: $(BIN)/aws-lambda-rie ## install the Lambda Runtime Interface Emulator into ./bin
+
+$(BIN)/aws-lambda-rie:
+	GOBIN=$(BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
+
 clean: ## remove build output and local data
-	rm -rf $(BIN) data
+	rm -rf $(BIN) dist data

@@ -1,66 +1,91 @@
-// Command local runs the event log on this machine, with no cloud: it opens
-// (creating if needed) the SQLite event log and reports its state.
+// Command local is the local runner: the execute and project handlers of the
+// bank example behind one HTTP server, on SQLite files under ./data/, with
+// no cloud. It drives the same handler code as the Lambda functions, by
+// building the same API Gateway HTTP API events, so routes, statuses and
+// bodies are identical.
 //
-// Configuration is read from the environment, with the names the Lambda
-// functions use: EVENTCORE_DB (default ./data/events.db), EVENTCORE_SYNC
-// (full or normal), EVENTCORE_JOURNAL (wal or truncate).
+// Configuration comes from the environment, with the names the functions
+// use (EVENTCORE_DB, EVENTCORE_READ_DB, EVENTCORE_SYNC, ...); -addr sets the
+// listen address.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
+	"time"
 
-	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
+	"github.com/eventcore-go/eventcore/handler"
 )
 
 func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx)
+	err := run(ctx, *addr, os.Getenv, func(url string) {
+		fmt.Printf("eventcore local runner on %s\n", url)
+		fmt.Printf("try:\n  curl -s -X POST %s/commands/open-account -d '{\"account\":\"alice\",\"owner\":\"Alice\"}'\n", url)
+	})
 	stop()
 	if err != nil {
-		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("local runner failed", "error", err.Error())
+		fmt.Fprintln(os.Stderr, "local: "+err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context) error {
-	path := envOr("EVENTCORE_DB", filepath.Join("data", "events.db"))
-	var opts sqlite.Options
-	var err error
-	if v := os.Getenv("EVENTCORE_SYNC"); v != "" {
-		if opts.Synchronous, err = sqlite.ParseSynchronous(v); err != nil {
-			return fmt.Errorf("EVENTCORE_SYNC: %w", err)
-		}
-	}
-	if v := os.Getenv("EVENTCORE_JOURNAL"); v != "" {
-		if opts.Journal, err = sqlite.ParseJournal(v); err != nil {
-			return fmt.Errorf("EVENTCORE_JOURNAL: %w", err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("EVENTCORE_DB: %w", err)
-	}
-	store, err := sqlite.Open(ctx, path, opts)
-	if err != nil {
-		return fmt.Errorf("EVENTCORE_DB: %w", err)
-	}
-	defer func() { _ = store.Close() }()
-	head, err := store.Head(ctx)
+// run serves until ctx ends, then stops accepting, finishes the requests in
+// flight and closes the databases. ready is called with the base URL once
+// the server listens.
+func run(ctx context.Context, addr string, getenv func(string) string, ready func(url string)) error {
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := config.Load(getenv)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("event log %s: %d events\n", path, head)
-	return nil
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	a, err := app.Open(ctx, cfg, reg, logger)
+	if err != nil {
+		return err
 	}
-	return def
+	defer func() { _ = a.Close() }()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	srv := newServer(a)
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	projections := make(chan struct{})
+	go func() {
+		defer close(projections)
+		srv.projectLoop(ctx, cfg.ProjectionInterval)
+	}()
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	ready("http://" + ln.Addr().String())
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = httpSrv.Shutdown(shutdown)
+	<-projections
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
 }

@@ -1,0 +1,132 @@
+// Package config reads the runtime configuration from the environment, with
+// the same names locally and on Lambda. Every error names its variable in
+// one line, so that bad configuration fails at start.
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/eventcore-go/eventcore/cache"
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/executor"
+	"github.com/eventcore-go/eventcore/projection"
+)
+
+// Config is the runtime configuration.
+type Config struct {
+	DB                 string // EVENTCORE_DB
+	ReadDB             string // EVENTCORE_READ_DB
+	Sync               sqlite.Synchronous
+	Journal            sqlite.Journal
+	ReplicaURL         string        // EVENTCORE_REPLICA_URL
+	CacheTTL           time.Duration // EVENTCORE_CACHE_TTL
+	CacheMaxBytes      int64         // EVENTCORE_CACHE_MAX_BYTES
+	AllowEphemeral     bool          // EVENTCORE_ALLOW_EPHEMERAL
+	PushgatewayURL     string        // EVENTCORE_PUSHGATEWAY_URL
+	PushTimeout        time.Duration // EVENTCORE_PUSH_TIMEOUT
+	ProjectionBatch    int           // EVENTCORE_PROJECTION_BATCH
+	ProjectionInterval time.Duration // EVENTCORE_PROJECTION_INTERVAL
+	SnapshotThreshold  int           // EVENTCORE_SNAPSHOT_THRESHOLD
+	OnLambda           bool          // AWS_LAMBDA_FUNCTION_NAME is set
+}
+
+// Local defaults of the database paths.
+var (
+	DefaultDB     = filepath.Join("data", "events.db")
+	DefaultReadDB = filepath.Join("data", "projections.db")
+)
+
+// Load reads the configuration through getenv (os.Getenv in the mains).
+// On Lambda (AWS_LAMBDA_FUNCTION_NAME set) EVENTCORE_DB and
+// EVENTCORE_READ_DB are required, and the event log must be on an EFS mount
+// (/mnt/...) or replicated unless EVENTCORE_ALLOW_EPHEMERAL=true: a log in
+// an instance's /tmp alone would silently lose data.
+func Load(getenv func(string) string) (Config, error) {
+	c := Config{OnLambda: getenv("AWS_LAMBDA_FUNCTION_NAME") != ""}
+	var err error
+	str := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	fail := func(name string, e error) (Config, error) {
+		return Config{}, fmt.Errorf("%s: %w", name, e)
+	}
+	if c.OnLambda {
+		c.DB, c.ReadDB = str("EVENTCORE_DB", ""), str("EVENTCORE_READ_DB", "")
+		if c.DB == "" {
+			return fail("EVENTCORE_DB", fmt.Errorf("required on Lambda (an EFS path under /mnt/)"))
+		}
+		if c.ReadDB == "" {
+			return fail("EVENTCORE_READ_DB", fmt.Errorf("required on Lambda (an EFS path under /mnt/)"))
+		}
+	} else {
+		c.DB, c.ReadDB = str("EVENTCORE_DB", DefaultDB), str("EVENTCORE_READ_DB", DefaultReadDB)
+	}
+	if c.Sync, err = sqlite.ParseSynchronous(str("EVENTCORE_SYNC", "full")); err != nil {
+		return fail("EVENTCORE_SYNC", err)
+	}
+	if c.Journal, err = sqlite.ParseJournal(str("EVENTCORE_JOURNAL", "wal")); err != nil {
+		return fail("EVENTCORE_JOURNAL", err)
+	}
+	c.ReplicaURL = str("EVENTCORE_REPLICA_URL", "")
+	if c.ReplicaURL != "" {
+		return fail("EVENTCORE_REPLICA_URL", fmt.Errorf("replication is not available in this version; unset it"))
+	}
+	if c.CacheTTL, err = duration(str("EVENTCORE_CACHE_TTL", cache.DefaultTTL.String())); err != nil {
+		return fail("EVENTCORE_CACHE_TTL", err)
+	}
+	maxBytes, err := humanize.ParseBytes(str("EVENTCORE_CACHE_MAX_BYTES", "64MiB"))
+	if err != nil || maxBytes == 0 || maxBytes > 1<<40 {
+		return fail("EVENTCORE_CACHE_MAX_BYTES", fmt.Errorf("%q is not a size such as 64MiB", getenv("EVENTCORE_CACHE_MAX_BYTES")))
+	}
+	c.CacheMaxBytes = int64(maxBytes)
+	if c.AllowEphemeral, err = strconv.ParseBool(str("EVENTCORE_ALLOW_EPHEMERAL", "false")); err != nil {
+		return fail("EVENTCORE_ALLOW_EPHEMERAL", fmt.Errorf("%q is not true or false", getenv("EVENTCORE_ALLOW_EPHEMERAL")))
+	}
+	c.PushgatewayURL = str("EVENTCORE_PUSHGATEWAY_URL", "")
+	if c.PushTimeout, err = duration(str("EVENTCORE_PUSH_TIMEOUT", "250ms")); err != nil {
+		return fail("EVENTCORE_PUSH_TIMEOUT", err)
+	}
+	if c.ProjectionBatch, err = positiveInt(str("EVENTCORE_PROJECTION_BATCH", strconv.Itoa(projection.DefaultBatchSize)), 100_000); err != nil {
+		return fail("EVENTCORE_PROJECTION_BATCH", err)
+	}
+	if c.ProjectionInterval, err = duration(str("EVENTCORE_PROJECTION_INTERVAL", "1s")); err != nil {
+		return fail("EVENTCORE_PROJECTION_INTERVAL", err)
+	}
+	if c.SnapshotThreshold, err = positiveInt(str("EVENTCORE_SNAPSHOT_THRESHOLD", strconv.Itoa(executor.DefaultSnapshotThreshold)), 1<<30); err != nil {
+		return fail("EVENTCORE_SNAPSHOT_THRESHOLD", err)
+	}
+	if c.OnLambda && !strings.HasPrefix(c.DB, "/mnt/") && c.ReplicaURL == "" && !c.AllowEphemeral {
+		return fail("EVENTCORE_DB", fmt.Errorf("%q is not on an EFS mount (/mnt/...) and no replica is configured: its data would be lost with the instance; set EVENTCORE_ALLOW_EPHEMERAL=true only for tests and demos", c.DB))
+	}
+	return c, nil
+}
+
+func duration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration such as 5m or 250ms", s)
+	}
+	return d, nil
+}
+
+func positiveInt(s string, max int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > max {
+		return 0, fmt.Errorf("%q is not an integer from 1 to %d", s, max)
+	}
+	return n, nil
+}
+
+// StoreOptions are the SQLite options the configuration asks for.
+func (c Config) StoreOptions() sqlite.Options {
+	return sqlite.Options{Synchronous: c.Sync, Journal: c.Journal}
+}

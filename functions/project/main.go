@@ -1,0 +1,14 @@
+// Command project is the project Lambda function (binary bootstrap): on a
+// schedule it catches the bank example's projections up; over API Gateway
+// HTTP API it answers the read routes. It reads the event log and owns the
+// read-model database.
+package main
+
+import (
+	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
+)
+
+func main() {
+	app.StartLambda("project", bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Project.Invoke })
+}

@@ -1,0 +1,265 @@
+package handler
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/google/uuid"
+
+	"github.com/eventcore-go/eventcore/cache"
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/executor"
+)
+
+// MaxBodyBytes is the largest command body accepted (413 too_large above).
+const MaxBodyBytes = 256 << 10
+
+// MaxIdempotencyKeyLength bounds the Idempotency-Key header.
+const MaxIdempotencyKeyLength = 128
+
+// CommandRoute is the pattern of the execute function's route.
+const CommandRoute = "/commands/{name}"
+
+var commandRoute = mustRoute(http.MethodPost, CommandRoute)
+
+// Execute is the execute function's handler: POST /commands/{name} over
+// API Gateway HTTP API (payload 2.0) and direct invocation. It is safe for
+// concurrent use.
+type Execute struct {
+	reg     *Registry
+	store   eventlog.Store
+	options executor.Options
+	log     *slog.Logger
+	// AfterCommand, when set, is called after every command that recorded
+	// events, with the last position; the local runner uses it to wake its
+	// projections. It must not block.
+	AfterCommand func(eventlog.Position)
+}
+
+// ExecuteOptions configure an Execute handler.
+type ExecuteOptions struct {
+	Cache             *cache.Cache         // warm-instance cache; nil for none
+	Retry             executor.RetryPolicy // nil = executor.DefaultRetryPolicy
+	SnapshotThreshold int                  // 0 = executor default; negative disables
+	Logger            *slog.Logger         // nil = slog.Default()
+}
+
+// NewExecute returns the execute handler of reg's commands over store.
+func NewExecute(reg *Registry, store eventlog.Store, opts ExecuteOptions) *Execute {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Execute{
+		reg: reg, store: store, log: opts.Logger,
+		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold},
+	}
+}
+
+// CommandRequest is a direct invocation of the execute function.
+type CommandRequest struct {
+	Command        string          `json:"command"`
+	Input          json.RawMessage `json:"input"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	CorrelationID  string          `json:"correlation_id,omitempty"`
+	CausationID    string          `json:"causation_id,omitempty"`
+}
+
+// CommandResponse is the body of a successful command.
+type CommandResponse struct {
+	Attempts int          `json:"attempts"`
+	Events   []EventIndex `json:"events"`
+}
+
+// EventIndex says where a recorded event landed.
+type EventIndex struct {
+	Stream   string            `json:"stream"`
+	Version  eventlog.Version  `json:"version"`
+	Position eventlog.Position `json:"position"`
+	Type     string            `json:"type"`
+}
+
+// Invoke is the Lambda entry point: an HTTP API request or a direct
+// invocation, told apart by shape. Both answer exactly the same JSON body;
+// an HTTP request gets it inside an HTTP API response.
+func (x *Execute) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
+	var probe struct {
+		RouteKey       *string         `json:"routeKey"`
+		RequestContext json.RawMessage `json:"requestContext"`
+	}
+	_ = json.Unmarshal(payload, &probe)
+	if probe.RouteKey != nil || len(probe.RequestContext) > 0 {
+		var req events.APIGatewayV2HTTPRequest
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return errorResponse(InvalidRequest("malformed HTTP API event"), nil), nil
+		}
+		return x.HandleHTTP(ctx, req), nil
+	}
+	var req CommandRequest
+	if err := DecodeStrict(payload, &req); err != nil {
+		return json.RawMessage(errorJSON(asError(err))), nil
+	}
+	_, body, _ := x.HandleDirect(ctx, req)
+	return json.RawMessage(body), nil
+}
+
+// HandleDirect runs a direct invocation and returns the status the HTTP
+// route would answer and the body.
+func (x *Execute) HandleDirect(ctx context.Context, req CommandRequest) (int, []byte, string) {
+	if len(req.Input) > MaxBodyBytes {
+		e := Errorf(http.StatusRequestEntityTooLarge, "too_large", "input is over %d bytes", MaxBodyBytes)
+		return e.Status, errorJSON(e), ""
+	}
+	return x.run(ctx, req.Command, req.Input, req.IdempotencyKey, req.CorrelationID, req.CausationID)
+}
+
+// HandleHTTP answers one HTTP API request. Checks run in this order: body
+// size, route, command name, JSON, fields.
+func (x *Execute) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	body := []byte(req.Body)
+	if req.IsBase64Encoded {
+		decoded, err := base64.StdEncoding.DecodeString(req.Body)
+		if err != nil {
+			return errorResponse(InvalidRequest("body is not valid base64"), nil)
+		}
+		body = decoded
+	}
+	if len(body) > MaxBodyBytes {
+		return errorResponse(Errorf(http.StatusRequestEntityTooLarge, "too_large", "body is over %d bytes", MaxBodyBytes), nil)
+	}
+	path := requestPath(req)
+	segs, err := splitPath(path)
+	if err != nil {
+		return routeError(path, nil)
+	}
+	vars, ok := commandRoute.match(segs)
+	if !ok {
+		return routeError(path, nil)
+	}
+	if requestMethod(req) != http.MethodPost {
+		return routeError(path, []string{http.MethodPost})
+	}
+	key, _ := header(req, "Idempotency-Key")
+	correlation, _ := header(req, "X-Correlation-Id")
+	causation, _ := header(req, "X-Causation-Id")
+	status, out, correlation := x.run(ctx, vars["name"], body, key, correlation, causation)
+	headers := map[string]string{}
+	if correlation != "" {
+		headers["X-Correlation-Id"] = correlation
+	}
+	return response(status, out, headers)
+}
+
+// run executes one command and returns the status, body and correlation
+// id.
+func (x *Execute) run(ctx context.Context, name string, body []byte, key, correlation, causation string) (int, []byte, string) {
+	fail := func(e *Error) (int, []byte, string) { return e.Status, errorJSON(e), correlation }
+	runner, ok := x.reg.commands[name]
+	if !ok {
+		return fail(Errorf(http.StatusNotFound, "unknown_command", "no command %q", name))
+	}
+	if !utf8.Valid(body) {
+		return fail(InvalidRequest("body is not valid UTF-8"))
+	}
+	if err := validateKey(key); err != nil {
+		return fail(err)
+	}
+	for _, h := range []struct{ name, value string }{{"X-Correlation-Id", correlation}, {"X-Causation-Id", causation}} {
+		if len(h.value) > 256 || !printableASCII(h.value) {
+			return fail(InvalidRequest("%s must be at most 256 printable ASCII characters", h.name))
+		}
+	}
+	if correlation == "" {
+		correlation = uuid.Must(uuid.NewV7()).String()
+	}
+	opts := x.options
+	opts.CommandID = key
+	opts.Metadata = eventlog.Metadata{Command: name, CorrelationID: correlation, CausationID: causation}
+	res, err := runner(ctx, x.store, body, opts)
+	if err != nil {
+		e := x.classify(ctx, name, err)
+		return fail(e)
+	}
+	resp := CommandResponse{Attempts: res.Attempts, Events: make([]EventIndex, len(res.Events))}
+	for i, r := range res.Events {
+		resp.Events[i] = EventIndex{Stream: r.Stream.String(), Version: r.Version, Position: r.Position, Type: r.Type}
+	}
+	if n := len(res.Events); n > 0 && x.AfterCommand != nil {
+		x.AfterCommand(res.Events[n-1].Position)
+	}
+	out, _ := json.Marshal(resp)
+	return http.StatusOK, out, correlation
+}
+
+func validateKey(key string) *Error {
+	if len(key) > MaxIdempotencyKeyLength || !printableASCII(key) {
+		return InvalidRequest("Idempotency-Key must be 1 to %d printable ASCII characters", MaxIdempotencyKeyLength)
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// classify maps a command's error to its answer; a 500 is logged with the
+// request id and answered without internals.
+func (x *Execute) classify(ctx context.Context, name string, err error) *Error {
+	var he *Error
+	var invalid invalidInput
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.As(err, &invalid):
+		return InvalidRequest("%v", invalid.err)
+	case errors.Is(err, executor.ErrConcurrency):
+		return Errorf(http.StatusConflict, "concurrency", "the command kept conflicting with concurrent commands; retry it")
+	case errors.Is(err, eventlog.ErrInvalid):
+		return InvalidRequest("%v", err)
+	}
+	if x.reg.errorMapper != nil {
+		if e := x.reg.errorMapper(err); e != nil {
+			return e
+		}
+	}
+	x.log.ErrorContext(ctx, "command failed", "command", name, "request_id", requestID(ctx), "error", err.Error())
+	return internalError()
+}
+
+func asError(err error) *Error {
+	var he *Error
+	if errors.As(err, &he) {
+		return he
+	}
+	return InvalidRequest("%v", err)
+}
+
+// requestID is the Lambda request id, when there is one.
+func requestID(ctx context.Context) string {
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		return lc.AwsRequestID
+	}
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return ""
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying a request id for logs, for callers
+// outside Lambda (the local runner).
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}

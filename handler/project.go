@@ -1,0 +1,326 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/projection"
+)
+
+// Read routes the project function always serves.
+const (
+	ProjectionsRoute = "/projections"
+	StreamRoute      = "/streams/{stream}"
+	EventsRoute      = "/events"
+)
+
+// Feed limits of /events and /streams/{stream}.
+const (
+	DefaultReadLimit = 100
+	MaxReadLimit     = 1000
+)
+
+// scheduleMargin is kept free of work before the Lambda deadline.
+const scheduleMargin = 500 * time.Millisecond
+
+// Project is the project function's handler: scheduled catch-up of every
+// projection, and the read side of the API. It is safe for concurrent use.
+type Project struct {
+	reg    *Registry
+	store  eventlog.Store
+	runner *projection.Runner
+	log    *slog.Logger
+	routes []queryRoute
+}
+
+// NewProject returns the project handler over the event log store and the
+// projection runner (built from reg.Projectors()).
+func NewProject(reg *Registry, store eventlog.Store, runner *projection.Runner, logger *slog.Logger) *Project {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	p := &Project{reg: reg, store: store, runner: runner, log: logger}
+	p.routes = append(p.routes,
+		queryRoute{route: mustRoute(http.MethodGet, ProjectionsRoute), fn: p.projections},
+		queryRoute{route: mustRoute(http.MethodGet, StreamRoute), fn: p.stream},
+		queryRoute{route: mustRoute(http.MethodGet, EventsRoute), fn: p.feed},
+	)
+	p.routes = append(p.routes, reg.queries...)
+	return p
+}
+
+// ReadRoutes returns every GET pattern the project handler serves for reg:
+// the event log and projection routes, then the domain's queries.
+func ReadRoutes(reg *Registry) []string {
+	return append([]string{ProjectionsRoute, StreamRoute, EventsRoute}, reg.QueryPatterns()...)
+}
+
+// ScheduleReport is the answer to a scheduled run.
+type ScheduleReport struct {
+	Projections []projection.Report `json:"projections"`
+}
+
+// Invoke is the Lambda entry point: an HTTP API request or an EventBridge
+// scheduled event (anything else runs a catch-up too).
+func (p *Project) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
+	var probe struct {
+		RouteKey       *string         `json:"routeKey"`
+		RequestContext json.RawMessage `json:"requestContext"`
+	}
+	_ = json.Unmarshal(payload, &probe)
+	if probe.RouteKey != nil || len(probe.RequestContext) > 0 {
+		var req events.APIGatewayV2HTTPRequest
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return errorResponse(InvalidRequest("malformed HTTP API event"), nil), nil
+		}
+		return p.HandleHTTP(ctx, req), nil
+	}
+	return p.CatchUp(ctx)
+}
+
+// CatchUp brings every projection up to the head, within ctx's deadline
+// less a margin. A projection locked by another runner is reported as it
+// is, not as an error.
+func (p *Project) CatchUp(ctx context.Context) (ScheduleReport, error) {
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-scheduleMargin))
+		defer cancel()
+	}
+	reports, err := p.runner.CatchUpAll(ctx)
+	if err != nil && !errors.Is(err, projection.ErrLocked) {
+		p.log.ErrorContext(ctx, "projection catch-up failed", "request_id", requestID(ctx), "error", err.Error())
+		return ScheduleReport{Projections: reports}, err
+	}
+	return ScheduleReport{Projections: reports}, nil
+}
+
+// HandleHTTP answers one read request.
+func (p *Project) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	path := requestPath(req)
+	segs, err := splitPath(path)
+	if err != nil {
+		return routeError(path, nil)
+	}
+	var allowed []string
+	for _, r := range p.routes {
+		vars, ok := r.match(segs)
+		if !ok {
+			continue
+		}
+		if requestMethod(req) != r.method {
+			allowed = append(allowed, r.method)
+			continue
+		}
+		query := queryValues(req)
+		if r.projection != "" {
+			if e := p.readYourWrites(ctx, r.projection, query); e != nil {
+				return errorResponse(e, nil)
+			}
+		}
+		out, err := r.fn(ctx, QueryEnv{Store: p.store, Projections: p.runner}, vars, query)
+		if err != nil {
+			return errorResponse(p.queryError(ctx, r.pattern, err), nil)
+		}
+		return jsonResponse(http.StatusOK, out, nil)
+	}
+	return routeError(path, allowed)
+}
+
+func queryValues(req events.APIGatewayV2HTTPRequest) map[string][]string {
+	q := map[string][]string{}
+	if req.RawQueryString != "" {
+		if parsed, err := parseQuery(req.RawQueryString); err == nil {
+			return parsed
+		}
+	}
+	for k, v := range req.QueryStringParameters {
+		// HTTP API joins repeated parameters with commas.
+		q[k] = splitComma(v)
+	}
+	return q
+}
+
+// readYourWrites catches the projection up to ?min_position within the
+// request's deadline; 503 projection_behind when it cannot.
+func (p *Project) readYourWrites(ctx context.Context, name string, query map[string][]string) *Error {
+	raw, ok := query["min_position"]
+	if !ok {
+		return nil
+	}
+	min, err := strconv.ParseUint(first(raw), 10, 64)
+	if err != nil {
+		return InvalidRequest("min_position must be a non-negative integer")
+	}
+	want := eventlog.Position(min)
+	for {
+		at, err := p.runner.Checkpoint(ctx, name)
+		if err != nil {
+			return p.queryError(ctx, name, err)
+		}
+		if at >= want {
+			return nil
+		}
+		if _, err := p.runner.CatchUp(ctx, name, want); err != nil && !errors.Is(err, projection.ErrLocked) {
+			if ctx.Err() == nil {
+				return p.queryError(ctx, name, err)
+			}
+		}
+		if at, err := p.runner.Checkpoint(ctx, name); err == nil && at >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (p *Project) queryError(ctx context.Context, what string, err error) *Error {
+	var he *Error
+	if errors.As(err, &he) {
+		return he
+	}
+	if errors.Is(err, eventlog.ErrInvalid) {
+		return InvalidRequest("%v", err)
+	}
+	if ctx.Err() != nil {
+		return Errorf(http.StatusServiceUnavailable, "timeout", "the request ran out of time")
+	}
+	p.log.ErrorContext(ctx, "query failed", "route", what, "request_id", requestID(ctx), "error", err.Error())
+	return internalError()
+}
+
+// EventJSON is an event as the read API shows it.
+type EventJSON struct {
+	Position   eventlog.Position `json:"position"`
+	Stream     string            `json:"stream"`
+	Version    eventlog.Version  `json:"version"`
+	Type       string            `json:"type"`
+	Data       json.RawMessage   `json:"data"`
+	Metadata   eventlog.Metadata `json:"metadata"`
+	RecordedAt string            `json:"recorded_at"`
+}
+
+// NewEventJSON converts a record.
+func NewEventJSON(r eventlog.Record) EventJSON {
+	return EventJSON{
+		Position: r.Position, Stream: r.Stream.String(), Version: r.Version, Type: r.Type,
+		Data: r.Data, Metadata: r.Metadata, RecordedAt: r.RecordedAt.UTC().Format(time.RFC3339Nano),
+	}
+}
+
+func (p *Project) projections(ctx context.Context, env QueryEnv, _ map[string]string, _ map[string][]string) (any, error) {
+	status, err := env.Projections.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if status == nil {
+		status = []projection.Status{}
+	}
+	return map[string]any{"projections": status}, nil
+}
+
+func (p *Project) stream(ctx context.Context, env QueryEnv, vars map[string]string, query map[string][]string) (any, error) {
+	stream, err := eventlog.NewStreamID(vars["stream"])
+	if err != nil {
+		return nil, InvalidRequest("%v", err)
+	}
+	after, err := uintParam(query, "after", 0)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := limitParam(query)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := env.Store.StreamVersions(ctx, []eventlog.StreamID{stream})
+	if err != nil {
+		return nil, err
+	}
+	out := struct {
+		Stream  string           `json:"stream"`
+		Version eventlog.Version `json:"version"`
+		Events  []EventJSON      `json:"events"`
+	}{Stream: stream.String(), Version: versions[0], Events: []EventJSON{}}
+	for r, err := range env.Store.ReadStream(ctx, stream, eventlog.Version(after)) {
+		if err != nil {
+			return nil, err
+		}
+		out.Events = append(out.Events, NewEventJSON(r))
+		if len(out.Events) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (p *Project) feed(ctx context.Context, env QueryEnv, _ map[string]string, query map[string][]string) (any, error) {
+	after, err := uintParam(query, "after", 0)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := limitParam(query)
+	if err != nil {
+		return nil, err
+	}
+	q := eventlog.FeedQuery{After: eventlog.Position(after), Limit: limit, Types: query["type"]}
+	if prefix, ok := query["prefix"]; ok {
+		q.StreamPrefix = first(prefix)
+	}
+	records, err := env.Store.ReadFeed(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := struct {
+		Events []EventJSON       `json:"events"`
+		Next   eventlog.Position `json:"next"`
+	}{Events: make([]EventJSON, len(records)), Next: q.After}
+	for i, r := range records {
+		out.Events[i] = NewEventJSON(r)
+		out.Next = r.Position
+	}
+	return out, nil
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func uintParam(query map[string][]string, name string, def uint64) (uint64, error) {
+	raw, ok := query[name]
+	if !ok {
+		return def, nil
+	}
+	if len(raw) != 1 {
+		return 0, InvalidRequest("%s must be given once", name)
+	}
+	v, err := strconv.ParseUint(raw[0], 10, 63)
+	if err != nil {
+		return 0, InvalidRequest("%s must be a non-negative integer", name)
+	}
+	return v, nil
+}
+
+func limitParam(query map[string][]string) (int, error) {
+	v, err := uintParam(query, "limit", DefaultReadLimit)
+	if err != nil {
+		return 0, err
+	}
+	if v < 1 || v > MaxReadLimit {
+		return 0, InvalidRequest("limit must be from 1 to %d", MaxReadLimit)
+	}
+	return int(v), nil
+}

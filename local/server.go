@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/google/uuid"
+
+	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/handler"
+)
+
+// server turns HTTP requests into HTTP API events for the handlers.
+type server struct {
+	app  *app.App
+	wake chan struct{}
+}
+
+func newServer(a *app.App) *server {
+	s := &server{app: a, wake: make(chan struct{}, 1)}
+	a.Execute.AfterCommand = func(eventlog.Position) {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return s
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+		return
+	}
+	ev, err := toEvent(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := handler.WithRequestID(r.Context(), ev.RequestContext.RequestID)
+	var resp events.APIGatewayV2HTTPResponse
+	if strings.HasPrefix(r.URL.Path, "/commands/") {
+		resp = s.app.Execute.HandleHTTP(ctx, ev)
+	} else {
+		resp = s.app.Project.HandleHTTP(ctx, ev)
+	}
+	for k, v := range resp.Headers {
+		w.Header().Set(k, v)
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.WriteString(w, resp.Body)
+}
+
+// toEvent builds the HTTP API (payload 2.0) event API Gateway would send.
+// It reads at most one byte more than the handlers accept, so that an
+// oversized body is still answered 413 by the handler.
+func toEvent(r *http.Request) (events.APIGatewayV2HTTPRequest, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, handler.MaxBodyBytes+1))
+	if err != nil {
+		return events.APIGatewayV2HTTPRequest{}, err
+	}
+	headers := make(map[string]string, len(r.Header))
+	for k, v := range r.Header {
+		headers[strings.ToLower(k)] = strings.Join(v, ",")
+	}
+	now := time.Now()
+	return events.APIGatewayV2HTTPRequest{
+		Version:        "2.0",
+		RouteKey:       "$default",
+		RawPath:        r.URL.EscapedPath(),
+		RawQueryString: r.URL.RawQuery,
+		Headers:        headers,
+		Body:           string(body),
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			RouteKey:  "$default",
+			Stage:     "$default",
+			RequestID: uuid.NewString(),
+			Time:      now.UTC().Format("02/Jan/2006:15:04:05 -0700"),
+			TimeEpoch: now.UnixMilli(),
+			HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{
+				Method: r.Method, Path: r.URL.Path, Protocol: r.Proto, SourceIP: r.RemoteAddr, UserAgent: r.UserAgent(),
+			},
+		},
+	}, nil
+}
+
+// projectLoop catches the projections up after commands (without holding
+// up their answers) and on a timer, until ctx ends.
+func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-ticker.C:
+		}
+		run, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if _, err := s.app.Project.CatchUp(run); err != nil && ctx.Err() == nil {
+			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
+		}
+		cancel()
+	}
+}
