@@ -13,6 +13,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/eventcore-go/eventcore/cache"
+	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/executor"
 	"github.com/eventcore-go/eventcore/projection"
@@ -95,7 +96,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.PushTimeout, err = duration(str("EVENTCORE_PUSH_TIMEOUT", "250ms")); err != nil {
 		return fail("EVENTCORE_PUSH_TIMEOUT", err)
 	}
-	if c.ProjectionBatch, err = positiveInt(str("EVENTCORE_PROJECTION_BATCH", strconv.Itoa(projection.DefaultBatchSize)), 100_000); err != nil {
+	if c.ProjectionBatch, err = positiveInt(str("EVENTCORE_PROJECTION_BATCH", strconv.Itoa(projection.DefaultBatchSize)), eventlog.MaxFeedLimit); err != nil {
 		return fail("EVENTCORE_PROJECTION_BATCH", err)
 	}
 	if c.ProjectionInterval, err = duration(str("EVENTCORE_PROJECTION_INTERVAL", "1s")); err != nil {

@@ -96,11 +96,25 @@ func (p *Project) CatchUp(ctx context.Context) (ScheduleReport, error) {
 		defer cancel()
 	}
 	reports, err := p.runner.CatchUpAll(ctx)
-	if err != nil && !errors.Is(err, projection.ErrLocked) {
+	if err != nil && !onlyLocked(err) {
 		p.log.ErrorContext(ctx, "projection catch-up failed", "request_id", requestID(ctx), "error", err.Error())
 		return ScheduleReport{Projections: reports}, err
 	}
 	return ScheduleReport{Projections: reports}, nil
+}
+
+// onlyLocked reports whether err (possibly several joined) says nothing but
+// that projections were locked by another runner.
+func onlyLocked(err error) bool {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			if !onlyLocked(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, projection.ErrLocked)
 }
 
 // HandleHTTP answers one read request.

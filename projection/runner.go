@@ -1,0 +1,854 @@
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// Defaults of Options.
+const (
+	DefaultBatchSize = 500
+	DefaultLeaseTTL  = 30 * time.Second
+)
+
+// MaxNameLength is the longest projection name, in bytes.
+const MaxNameLength = 64
+
+// Retry limits: a FailurePolicy's Retries and Backoff of 0 take these
+// defaults, and no wait between tries is longer than maxBackoff.
+const (
+	defaultRetries = 3
+	defaultBackoff = 50 * time.Millisecond
+	maxBackoff     = 10 * time.Second
+)
+
+// releaseTimeout bounds the transaction that gives a lease back after a
+// run, which runs even when the run's context has ended.
+const releaseTimeout = 5 * time.Second
+
+// Options configure a Runner. The zero value is the default.
+type Options struct {
+	// BatchSize is the most events applied in one transaction, 1 to
+	// eventlog.MaxFeedLimit; 0 means DefaultBatchSize.
+	BatchSize int
+	// LeaseTTL is how long a lease stays valid after it was last taken or
+	// renewed; each batch renews it. A runner that dies holding a lease
+	// blocks its projections for up to this long. 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Owner identifies this runner in the lease table. It must differ
+	// between runners that may run at the same time; "" means a random
+	// UUID, new for each Runner.
+	Owner string
+	// Logger receives a debug line per batch and warnings for retries,
+	// dead letters and leases lost; nil discards them.
+	Logger *slog.Logger
+}
+
+// StoppedError is the error of a run that stopped at a failing event,
+// under the Stop strategy or after Retry ran out of tries. It wraps both
+// ErrProjectionStopped and the error Apply returned.
+type StoppedError struct {
+	Projection string
+	Position   eventlog.Position
+	Stream     eventlog.StreamID
+	Type       string
+	Tries      int   // how many times Apply ran on the event
+	Err        error // Apply's last error
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("projection %q: stopped at position %d (type %q, stream %q) after %d tries: %v",
+		e.Projection, e.Position, e.Type, e.Stream, e.Tries, e.Err)
+}
+
+// Unwrap returns ErrProjectionStopped and the event's error.
+func (e *StoppedError) Unwrap() []error { return []error{ErrProjectionStopped, e.Err} }
+
+// Runner applies the event feed to projectors. Make one with NewRunner.
+//
+// Every projector's checkpoint, dead letters and lease live in the
+// read-model database beside its tables:
+//
+//	projection_checkpoints (name TEXT PRIMARY KEY, position INTEGER)
+//	projection_dead_letters (projection, position, stream, version, type, error, at)  -- at: Unix µs
+//	projection_leases (name TEXT PRIMARY KEY, owner TEXT, expires_at INTEGER)          -- expires_at: Unix ms
+//
+// Concurrency: a Runner is safe for concurrent use. Calls on one projection
+// from goroutines of one Runner run one after another (a later call waits
+// for the earlier one, or for its ctx to end); calls on different
+// projections run side by side, serialized only by the database's write
+// lock. Across Runners and processes, a lease row keeps a projection to one
+// Runner at a time; the other gets ErrLocked. Lease expiry compares the
+// wall clocks of the processes sharing the database, which should agree to
+// well within LeaseTTL. Exactly-once application does not rest on the lease:
+// every batch re-reads the checkpoint under the database's write lock.
+type Runner struct {
+	db       *sql.DB
+	store    eventlog.Store
+	batch    int
+	leaseTTL time.Duration
+	owner    string
+	log      *slog.Logger
+	names    []string
+	entries  map[string]*entry
+}
+
+// entry is one projector and the in-process lock of its name.
+type entry struct {
+	name string
+	p    Projector
+	sem  chan struct{} // holds a token while a call works on the projection
+}
+
+func (e *entry) lock(ctx context.Context) error {
+	select {
+	case e.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *entry) unlock() { <-e.sem }
+
+const schema = `
+CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name     TEXT    PRIMARY KEY,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projection_dead_letters (
+    projection TEXT    NOT NULL,
+    position   INTEGER NOT NULL,
+    stream     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    error      TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (projection, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projection_leases (
+    name       TEXT    PRIMARY KEY,
+    owner      TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`
+
+// NewRunner returns a Runner applying store's feed to projectors, whose
+// read models, checkpoints, dead letters and leases live in db.
+//
+// db is an SQLite database opened by the caller, for modernc.org/sqlite
+// with a DSN that makes BeginTx issue BEGIN IMMEDIATE (_txlock=immediate,
+// as eventlog/sqlite's Options.DSN(path, "immediate") builds) and a busy
+// timeout: every write transaction of the Runner then takes SQLite's write
+// lock when it begins and waits for it, instead of failing with SQLITE_BUSY
+// when it first writes. The Runner never closes db or store.
+//
+// NewRunner checks the options and the projector names (1 to
+// MaxNameLength of [a-z0-9_-], unique) and the event types of projectors
+// that are TypeFilters, then, in one transaction, creates its tables if
+// they do not exist and runs every projector's Setup. Zero projectors are
+// allowed. Errors: an invalid option, name or type; a Setup error or a
+// database error, after which nothing was created.
+func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Options, projectors ...Projector) (*Runner, error) {
+	if db == nil || store == nil {
+		return nil, errors.New("projection: NewRunner needs a database and a store")
+	}
+	switch {
+	case opts.BatchSize == 0:
+		opts.BatchSize = DefaultBatchSize
+	case opts.BatchSize < 0 || opts.BatchSize > eventlog.MaxFeedLimit:
+		return nil, fmt.Errorf("projection: batch size %d is not between 1 and %d", opts.BatchSize, eventlog.MaxFeedLimit)
+	}
+	switch {
+	case opts.LeaseTTL == 0:
+		opts.LeaseTTL = DefaultLeaseTTL
+	case opts.LeaseTTL < time.Millisecond:
+		return nil, fmt.Errorf("projection: lease TTL %v is shorter than a millisecond", opts.LeaseTTL)
+	}
+	if opts.Owner == "" {
+		opts.Owner = uuid.NewString()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Runner{
+		db: db, store: store, batch: opts.BatchSize, leaseTTL: opts.LeaseTTL,
+		owner: opts.Owner, log: opts.Logger, entries: make(map[string]*entry, len(projectors)),
+	}
+	for i, p := range projectors {
+		if p == nil {
+			return nil, fmt.Errorf("projection: projector %d is nil", i)
+		}
+		name := p.Name()
+		if err := ValidateName(name); err != nil {
+			return nil, err
+		}
+		if _, dup := r.entries[name]; dup {
+			return nil, fmt.Errorf("projection: two projectors are named %q", name)
+		}
+		for _, t := range eventTypes(p) {
+			if err := eventlog.ValidateEventType(t); err != nil {
+				return nil, fmt.Errorf("projection %q: %w", name, err)
+			}
+		}
+		r.names = append(r.names, name)
+		r.entries[name] = &entry{name: name, p: p, sem: make(chan struct{}, 1)}
+	}
+	if err := r.setup(ctx, projectors); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Runner) setup(ctx context.Context, projectors []Projector) error {
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("projection: setup: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("projection: create tables: %w", err)
+	}
+	for _, p := range projectors {
+		if err := p.Setup(ctx, tx); err != nil {
+			return fmt.Errorf("projection %q: setup: %w", p.Name(), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("projection: setup: %w", err)
+	}
+	return nil
+}
+
+// ValidateName checks a projection name: 1 to MaxNameLength bytes of
+// [a-z0-9_-].
+func ValidateName(name string) error {
+	if name == "" || len(name) > MaxNameLength {
+		return fmt.Errorf("projection: name %q is not 1 to %d characters", name, MaxNameLength)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return fmt.Errorf("projection: name %q has %q; only a-z, 0-9, _ and - are allowed", name, c)
+		}
+	}
+	return nil
+}
+
+// Names returns the projection names in the order the projectors were
+// given.
+func (r *Runner) Names() []string { return slices.Clone(r.names) }
+
+// DB returns the read-model database.
+func (r *Runner) DB() *sql.DB { return r.db }
+
+// Owner returns the owner id this Runner writes in the lease table.
+func (r *Runner) Owner() string { return r.owner }
+
+func (r *Runner) entry(name string) (*entry, error) {
+	e, ok := r.entries[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProjection, name)
+	}
+	return e, nil
+}
+
+// Checkpoint returns the position of the last event the projection has
+// taken into account (applied, skipped or, with a TypeFilter, passed over),
+// 0 before its first batch. Errors: ErrUnknownProjection; a database error.
+func (r *Runner) Checkpoint(ctx context.Context, name string) (eventlog.Position, error) {
+	if _, err := r.entry(name); err != nil {
+		return 0, err
+	}
+	cp, err := readCheckpoint(ctx, r.db, name)
+	if err != nil {
+		return 0, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+	}
+	return cp, nil
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Position, error) {
+	var pos int64
+	err := q.QueryRowContext(ctx, `SELECT position FROM projection_checkpoints WHERE name = ?`, name).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return eventlog.Position(pos), err
+}
+
+// CatchUp applies the events after the projection's checkpoint, batch by
+// batch, until the checkpoint reaches until (0 means the log's head read
+// when the call began) or the log has no more events; it never moves the
+// checkpoint past until. The Report's Head is the head read when the call
+// began, its Checkpoint the checkpoint when it returned.
+//
+// The call first takes the projection's lease; when another Runner holds it
+// (not expired) CatchUp returns an error wrapping ErrLocked at once, and it
+// also returns one, after the batches already committed, when another
+// Runner took over the lease while this one worked. When the checkpoint is
+// already at the target, CatchUp returns at once without the lease. The
+// lease is given back when the call returns. Calls of one Runner on one
+// projection wait for each other instead (with ctx): a call that waited
+// usually finds the work done.
+//
+// Each batch is one transaction: it renews the lease, re-reads the
+// checkpoint, reads up to BatchSize events after it (only the projector's
+// types when it is a TypeFilter), applies each inside a savepoint and
+// writes the new checkpoint. An event whose Apply fails has its changes
+// rolled back and meets the projector's FailurePolicy: Retry tries it
+// again, waiting Backoff and then twice as long each time (the batch's
+// transaction stays open meanwhile); Skip records a dead letter and goes
+// on; Stop, or Retry out of tries, commits the batch up to the event
+// before and returns a *StoppedError (wrapping ErrProjectionStopped and
+// Apply's error). When a filtered batch comes back short, the checkpoint
+// moves up to the head read before the feed, so that the lag reaches 0
+// even when the last events are of other types.
+//
+// Context: a batch is committed whole or not at all, so when ctx ends
+// during a batch that batch is rolled back. When ctx ends before the
+// target is reached, CatchUp returns the report of the batches committed
+// and a nil error if at least one batch was committed during the call (a
+// deadline is a normal end: the next call goes on from the checkpoint);
+// otherwise it returns an error wrapping ctx.Err(). Callers running under
+// a deadline (a Lambda) should choose BatchSize so that a batch fits well
+// within it.
+//
+// A panic in Apply propagates to the caller after the batch has been
+// rolled back and the lease given back.
+//
+// Errors: ErrUnknownProjection; ErrLocked; *StoppedError; a context error
+// as said above; a store or database error, with the batches before it
+// committed.
+func (r *Runner) CatchUp(ctx context.Context, name string, until eventlog.Position) (Report, error) {
+	rep, _, err := r.catchUp(ctx, name, until)
+	return rep, err
+}
+
+// catchUp is CatchUp, also saying whether a batch was committed.
+func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Position) (rep Report, progressed bool, err error) {
+	rep.Name = name
+	e, err := r.entry(name)
+	if err != nil {
+		return rep, false, err
+	}
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		return rep, false, fmt.Errorf("projection %q: read head: %w", name, err)
+	}
+	rep.Head = head
+	target := until
+	if target == 0 {
+		target = head
+	}
+	if rep.Checkpoint, err = readCheckpoint(ctx, r.db, name); err != nil {
+		return rep, false, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+	}
+	if rep.Checkpoint >= target {
+		return rep, false, nil
+	}
+	if err := e.lock(ctx); err != nil {
+		return rep, false, fmt.Errorf("projection %q: %w", name, err)
+	}
+	defer e.unlock()
+	// Another call of this Runner may have done the work meanwhile.
+	if rep.Checkpoint, err = readCheckpoint(ctx, r.db, name); err != nil {
+		return rep, false, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+	}
+	if rep.Checkpoint >= target {
+		return rep, false, nil
+	}
+	if err := r.acquire(ctx, name); err != nil {
+		return rep, false, err
+	}
+	defer r.release(ctx, name)
+
+	types := eventTypes(e.p)
+	policy := policyOf(e.p)
+	for {
+		if ctx.Err() != nil {
+			return rep, progressed, ctxEnd(ctx, name, progressed)
+		}
+		res, err := r.runBatch(ctx, e, types, policy, target)
+		if res.committed {
+			progressed = true
+			rep.Applied += res.applied
+			rep.Skipped += res.skipped
+			rep.Checkpoint = res.checkpoint
+		}
+		var stopped *StoppedError
+		switch {
+		case err != nil && ctx.Err() != nil && !errors.As(err, &stopped):
+			return rep, progressed, ctxEnd(ctx, name, progressed)
+		case err != nil:
+			return rep, progressed, err
+		case res.done:
+			return rep, progressed, nil
+		}
+	}
+}
+
+// ctxEnd is CatchUp's answer when ctx ended before the target.
+func ctxEnd(ctx context.Context, name string, progressed bool) error {
+	if progressed {
+		return nil
+	}
+	return fmt.Errorf("projection %q: %w", name, ctx.Err())
+}
+
+// acquire takes the lease on name for this Runner: when no row exists, the
+// row has expired or it is already this Runner's.
+func (r *Runner) acquire(ctx context.Context, name string) error {
+	// A read first: a lease held elsewhere answers ErrLocked without
+	// waiting for the write lock, which its holder may have for a while.
+	if err := r.checkLease(ctx, r.db, name); err != nil {
+		return err
+	}
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("projection %q: take lease: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := r.takeLease(ctx, tx, name); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("projection %q: take lease: %w", name, err)
+	}
+	return nil
+}
+
+// checkLease returns an error wrapping ErrLocked when another owner holds
+// an unexpired lease on name.
+func (r *Runner) checkLease(ctx context.Context, q queryRower, name string) error {
+	var owner string
+	var expires int64
+	err := q.QueryRowContext(ctx, `SELECT owner, expires_at FROM projection_leases WHERE name = ?`, name).Scan(&owner, &expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("projection %q: read lease: %w", name, err)
+	case owner != r.owner && expires > time.Now().UnixMilli():
+		return fmt.Errorf("projection %q: %w: lease held by %q until %s", name, ErrLocked, owner,
+			time.UnixMilli(expires).UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// takeLease takes or renews the lease inside a write transaction.
+func (r *Runner) takeLease(ctx context.Context, tx *sql.Tx, name string) error {
+	if err := r.checkLease(ctx, tx, name); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO projection_leases (name, owner, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at`,
+		name, r.owner, time.Now().Add(r.leaseTTL).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("projection %q: take lease: %w", name, err)
+	}
+	return nil
+}
+
+// renewLease extends this Runner's lease inside a batch's transaction; it
+// fails with ErrLocked when the lease is no longer this Runner's.
+func (r *Runner) renewLease(ctx context.Context, tx *sql.Tx, name string) error {
+	res, err := tx.ExecContext(ctx, `UPDATE projection_leases SET expires_at = ? WHERE name = ? AND owner = ?`,
+		time.Now().Add(r.leaseTTL).UnixMilli(), name, r.owner)
+	if err != nil {
+		return fmt.Errorf("projection %q: renew lease: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("projection %q: renew lease: %w", name, err)
+	}
+	if n == 0 {
+		r.log.WarnContext(ctx, "projection lease lost", "projection", name, "owner", r.owner)
+		return fmt.Errorf("projection %q: %w: the lease was taken over by another runner", name, ErrLocked)
+	}
+	return nil
+}
+
+// release gives the lease back, if it is still this Runner's, even when
+// ctx has ended.
+func (r *Runner) release(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	err := func() error {
+		tx, err := r.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = ? AND owner = ?`, name, r.owner); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}()
+	if err != nil {
+		r.log.WarnContext(ctx, "projection lease not released; it will expire", "projection", name, "error", err.Error())
+	}
+}
+
+// batchResult is what one batch did.
+type batchResult struct {
+	committed        bool
+	done             bool // the target is reached or the log has no more events
+	applied, skipped int
+	checkpoint       eventlog.Position
+}
+
+func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy FailurePolicy, target eventlog.Position) (res batchResult, err error) {
+	name := e.name
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("projection %q: begin batch: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := r.renewLease(ctx, tx, name); err != nil {
+		return res, err
+	}
+	cp, err := readCheckpoint(ctx, tx, name)
+	if err != nil {
+		return res, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+	}
+	if cp >= target {
+		if err := tx.Commit(); err != nil {
+			return res, fmt.Errorf("projection %q: commit: %w", name, err)
+		}
+		return batchResult{committed: true, done: true, checkpoint: cp}, nil
+	}
+	// The head before the feed: every event up to it was committed before
+	// the feed query, so a short answer has shown every match up to it.
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		return res, fmt.Errorf("projection %q: read head: %w", name, err)
+	}
+	recs, err := r.store.ReadFeed(ctx, eventlog.FeedQuery{After: cp, Limit: r.batch, Types: types})
+	if err != nil {
+		return res, fmt.Errorf("projection %q: read feed after %d: %w", name, cp, err)
+	}
+	full := len(recs) == r.batch
+	beyond := false
+	for i, rec := range recs {
+		if rec.Position > target {
+			recs, beyond = recs[:i], true
+			break
+		}
+	}
+
+	next := cp
+	var stopped *StoppedError
+	for _, rec := range recs {
+		tries, applyErr, err := r.apply(ctx, tx, e, policy, rec)
+		if err != nil {
+			return res, err
+		}
+		if applyErr == nil {
+			res.applied++
+			next = rec.Position
+			continue
+		}
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("projection %q: position %d: %w", name, rec.Position, ctx.Err())
+		}
+		if policy.Strategy == Skip {
+			if err := r.deadLetter(ctx, tx, name, rec, applyErr); err != nil {
+				return res, err
+			}
+			res.skipped++
+			next = rec.Position
+			continue
+		}
+		stopped = &StoppedError{Projection: name, Position: rec.Position, Stream: rec.Stream, Type: rec.Type, Tries: tries, Err: applyErr}
+		next = rec.Position - 1
+		break
+	}
+	if stopped == nil {
+		switch {
+		case beyond:
+			next = target
+		case !full:
+			next = max(next, min(head, target))
+		}
+	}
+	if next > cp {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET position = excluded.position`, name, int64(next)); err != nil {
+			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("projection %q: commit batch: %w", name, err)
+	}
+	res.committed = true
+	res.checkpoint = next
+	r.log.DebugContext(ctx, "projection batch committed", "projection", name, "from", cp, "to", next,
+		"applied", res.applied, "skipped", res.skipped)
+	if stopped != nil {
+		return res, stopped
+	}
+	res.done = next >= target || !full
+	return res, nil
+}
+
+// apply runs Apply on rec inside a savepoint, again under Retry, and
+// returns how many times it ran and Apply's last error. err is a failure
+// of the transaction itself, which ends the batch.
+func (r *Runner) apply(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, rec eventlog.Record) (tries int, applyErr, err error) {
+	attempts := 1
+	if policy.Strategy == Retry {
+		attempts += policy.Retries
+	}
+	wait := policy.Backoff
+	for tries = 1; ; tries++ {
+		applyErr, err = applyInSavepoint(ctx, tx, e.p, rec)
+		if err != nil {
+			return tries, applyErr, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, err)
+		}
+		if applyErr == nil || tries >= attempts || ctx.Err() != nil {
+			return tries, applyErr, nil
+		}
+		r.log.WarnContext(ctx, "projection event failed; retrying", "projection", e.name, "position", rec.Position,
+			"type", rec.Type, "try", tries, "wait", wait, "error", applyErr.Error())
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return tries, applyErr, nil
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// applyInSavepoint runs Apply; when it fails, its changes are rolled back
+// and its error returned as applyErr.
+func applyInSavepoint(ctx context.Context, tx *sql.Tx, p Projector, rec eventlog.Record) (applyErr, err error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT projection_apply`); err != nil {
+		return nil, err
+	}
+	applyErr = p.Apply(ctx, tx, rec)
+	if applyErr != nil {
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO projection_apply`); err != nil {
+			return applyErr, fmt.Errorf("roll back failed event (%w): %w", applyErr, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE projection_apply`); err != nil {
+		return applyErr, err
+	}
+	return applyErr, nil
+}
+
+func (r *Runner) deadLetter(ctx context.Context, tx *sql.Tx, name string, rec eventlog.Record, applyErr error) error {
+	r.log.WarnContext(ctx, "projection event skipped", "projection", name, "position", rec.Position,
+		"type", rec.Type, "stream", rec.Stream.String(), "error", applyErr.Error())
+	_, err := tx.ExecContext(ctx, `INSERT INTO projection_dead_letters
+		(projection, position, stream, version, type, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		name, int64(rec.Position), rec.Stream.String(), int64(rec.Version), rec.Type, applyErr.Error(),
+		time.Now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("projection %q: record dead letter at %d: %w", name, rec.Position, err)
+	}
+	return nil
+}
+
+// CatchUpAll runs CatchUp (until the head) on every projection, in order,
+// and returns their reports in the same order. A projection's error,
+// ErrLocked or any other, does not keep the others from running: the
+// errors are joined (errors.Is finds each). When ctx ends, the projections
+// not yet started are left for the next call, and ctx's error is returned
+// only if no batch of any projection was committed during the call.
+func (r *Runner) CatchUpAll(ctx context.Context) ([]Report, error) {
+	reports := make([]Report, 0, len(r.names))
+	var errs []error
+	progressed := false
+	for _, name := range r.names {
+		if ctx.Err() != nil {
+			if !progressed && len(errs) == 0 {
+				errs = append(errs, fmt.Errorf("projection: %w", ctx.Err()))
+			}
+			break
+		}
+		rep, p, err := r.catchUp(ctx, name, 0)
+		reports = append(reports, rep)
+		progressed = progressed || p
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return reports, errors.Join(errs...)
+}
+
+// Status returns every projection's checkpoint, the log's head, the lag
+// between them and its number of dead letters, in the order of Names. The
+// head is read after the checkpoints, so the lag is never negative.
+func (r *Runner) Status(ctx context.Context) ([]Status, error) {
+	cps := make(map[string]eventlog.Position, len(r.names))
+	dead := make(map[string]int, len(r.names))
+	err := func() error {
+		tx, err := r.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		rows, err := tx.QueryContext(ctx, `SELECT name, position FROM projection_checkpoints`)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rows.Close() }()
+		for rows.Next() {
+			var name string
+			var pos int64
+			if err := rows.Scan(&name, &pos); err != nil {
+				return err
+			}
+			cps[name] = eventlog.Position(pos)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		counts, err := tx.QueryContext(ctx, `SELECT projection, COUNT(*) FROM projection_dead_letters GROUP BY projection`)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = counts.Close() }()
+		for counts.Next() {
+			var name string
+			var n int
+			if err := counts.Scan(&name, &n); err != nil {
+				return err
+			}
+			dead[name] = n
+		}
+		return counts.Err()
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("projection: status: %w", err)
+	}
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("projection: status: read head: %w", err)
+	}
+	out := make([]Status, len(r.names))
+	for i, name := range r.names {
+		cp := cps[name]
+		var lag uint64
+		if head > cp {
+			lag = uint64(head - cp)
+		}
+		out[i] = Status{Name: name, Checkpoint: cp, Head: head, Lag: lag, DeadLetters: dead[name]}
+	}
+	return out, nil
+}
+
+// DeadLetters returns up to limit (all when limit <= 0) of the
+// projection's dead letters, oldest position first. Errors:
+// ErrUnknownProjection; a database error.
+func (r *Runner) DeadLetters(ctx context.Context, name string, limit int) ([]DeadLetter, error) {
+	if _, err := r.entry(name); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := r.db.QueryContext(ctx, `SELECT position, stream, version, type, error, at
+		FROM projection_dead_letters WHERE projection = ? ORDER BY position LIMIT ?`, name, limit)
+	if err != nil {
+		return nil, fmt.Errorf("projection %q: dead letters: %w", name, err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []DeadLetter
+	for rows.Next() {
+		d := DeadLetter{Projection: name}
+		var pos, version, at int64
+		if err := rows.Scan(&pos, &d.Stream, &version, &d.Type, &d.Error, &at); err != nil {
+			return nil, fmt.Errorf("projection %q: dead letters: %w", name, err)
+		}
+		d.Position, d.Version, d.At = eventlog.Position(pos), eventlog.Version(version), time.UnixMicro(at).UTC()
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("projection %q: dead letters: %w", name, err)
+	}
+	return out, nil
+}
+
+// Rebuild empties the projection for a replay: under its lease, in one
+// transaction, it runs the projector's Reset, sets the checkpoint to 0 and
+// deletes the projection's dead letters. The read model is then empty until
+// the caller runs CatchUp. A call of this Runner working on the projection
+// is waited for. Errors: ErrUnknownProjection; ErrLocked when
+// another Runner holds the lease; a Reset or database error, after which
+// nothing changed.
+func (r *Runner) Rebuild(ctx context.Context, name string) error {
+	e, err := r.entry(name)
+	if err != nil {
+		return err
+	}
+	if err := e.lock(ctx); err != nil {
+		return fmt.Errorf("projection %q: %w", name, err)
+	}
+	defer e.unlock()
+	if err := r.checkLease(ctx, r.db, name); err != nil {
+		return err
+	}
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("projection %q: rebuild: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := r.takeLease(ctx, tx, name); err != nil {
+		return err
+	}
+	if err := e.p.Reset(ctx, tx); err != nil {
+		return fmt.Errorf("projection %q: reset: %w", name, err)
+	}
+	for _, q := range []string{
+		`DELETE FROM projection_checkpoints WHERE name = ?`,
+		`DELETE FROM projection_dead_letters WHERE projection = ?`,
+		`DELETE FROM projection_leases WHERE name = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, name); err != nil {
+			return fmt.Errorf("projection %q: rebuild: %w", name, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("projection %q: rebuild: %w", name, err)
+	}
+	return nil
+}
+
+func eventTypes(p Projector) []string {
+	if f, ok := p.(TypeFilter); ok {
+		return f.EventTypes()
+	}
+	return nil
+}
+
+// policyOf returns p's FailurePolicy with its defaults filled in.
+func policyOf(p Projector) FailurePolicy {
+	var fp FailurePolicy
+	if pp, ok := p.(PolicyProvider); ok {
+		fp = pp.FailurePolicy()
+	}
+	if fp.Retries <= 0 {
+		fp.Retries = defaultRetries
+	}
+	if fp.Backoff <= 0 {
+		fp.Backoff = defaultBackoff
+	}
+	return fp
+}
