@@ -89,15 +89,9 @@ type EventIndex struct {
 // invocation, told apart by shape. Both answer exactly the same JSON body;
 // an HTTP request gets it inside an HTTP API response.
 func (x *Execute) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
-	var probe struct {
-		RouteKey       *string         `json:"routeKey"`
-		RequestContext json.RawMessage `json:"requestContext"`
-	}
-	_ = json.Unmarshal(payload, &probe)
-	if probe.RouteKey != nil || len(probe.RequestContext) > 0 {
-		var req events.APIGatewayV2HTTPRequest
-		if err := json.Unmarshal(payload, &req); err != nil {
-			return errorResponse(InvalidRequest("malformed HTTP API event"), nil), nil
+	if req, ok, bad := httpEvent(payload); ok {
+		if bad != nil {
+			return *bad, nil
 		}
 		return x.HandleHTTP(ctx, req), nil
 	}

@@ -139,3 +139,22 @@ func parseQuery(raw string) (map[string][]string, error) {
 }
 
 func splitComma(v string) []string { return strings.Split(v, ",") }
+
+// httpEvent tells an HTTP API event from other Lambda payloads by its
+// routeKey or requestContext. ok is false for other payloads; bad is the
+// answer to an HTTP event that cannot be decoded.
+func httpEvent(payload json.RawMessage) (req events.APIGatewayV2HTTPRequest, ok bool, bad *events.APIGatewayV2HTTPResponse) {
+	var probe struct {
+		RouteKey       *string         `json:"routeKey"`
+		RequestContext json.RawMessage `json:"requestContext"`
+	}
+	_ = json.Unmarshal(payload, &probe)
+	if probe.RouteKey == nil && len(probe.RequestContext) == 0 {
+		return req, false, nil
+	}
+	if err := json.Unmarshal(payload, &req); err != nil {
+		resp := errorResponse(InvalidRequest("malformed HTTP API event"), nil)
+		return req, true, &resp
+	}
+	return req, true, nil
+}

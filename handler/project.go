@@ -71,15 +71,9 @@ type ScheduleReport struct {
 // Invoke is the Lambda entry point: an HTTP API request or an EventBridge
 // scheduled event (anything else runs a catch-up too).
 func (p *Project) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
-	var probe struct {
-		RouteKey       *string         `json:"routeKey"`
-		RequestContext json.RawMessage `json:"requestContext"`
-	}
-	_ = json.Unmarshal(payload, &probe)
-	if probe.RouteKey != nil || len(probe.RequestContext) > 0 {
-		var req events.APIGatewayV2HTTPRequest
-		if err := json.Unmarshal(payload, &req); err != nil {
-			return errorResponse(InvalidRequest("malformed HTTP API event"), nil), nil
+	if req, ok, bad := httpEvent(payload); ok {
+		if bad != nil {
+			return *bad, nil
 		}
 		return p.HandleHTTP(ctx, req), nil
 	}
