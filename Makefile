@@ -22,6 +22,9 @@ run: ## run the local runner on ./data
 test: $(BIN)/aws-lambda-rie build-host ## vet and run every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The bank's invariant tests at full size (5,000 transfers from 32
+	# goroutines, in one and in two processes): too slow under -race.
+	$(GO) test -count=1 -timeout 10m -run 'Concurrent' ./examples/bank/
 
 test-short: ## run the tests without the race detector
 	$(GO) test -count=1 ./...
