@@ -25,6 +25,23 @@ import (
 	"github.com/eventcore-go/eventcore/executor"
 )
 
+// TestConcurrentTransfersWithoutCache is the same test with no cache, on
+// fewer transfers: every attempt replays both accounts from their first
+// event, so the run's cost grows with the square of the transfers.
+func TestConcurrentTransfersWithoutCache(t *testing.T) {
+	s := newStore(t)
+	deposited := setupConcAccounts(t, s)
+	seed := uint64(time.Now().UnixNano())
+	n := concTransfers / 5
+	out := runConcTransfersWith(s, nil, "p", n, concWorkers, seed)
+	t.Logf("seed %d: %d transfers without cache: %d acknowledged, %d insufficient_funds, %d errors, %d retries",
+		seed, n, len(out.Acks), len(out.Refused), len(out.Errors), out.Retries)
+	checkConcLog(t, s, deposited, out, n)
+	if out.Retries == 0 {
+		t.Error("no conflict was retried: the transfers did not run concurrently")
+	}
+}
+
 const (
 	concAccounts  = 10
 	concWorkers   = 32
@@ -79,6 +96,12 @@ type concOutcome struct {
 // runConcTransfers runs n random transfers with ids prefix-00000 ... over
 // the accounts from workers goroutines.
 func runConcTransfers(s eventlog.Store, prefix string, n, workers int, seed uint64) concOutcome {
+	return runConcTransfersWith(s, cache.New(0, 0), prefix, n, workers, seed)
+}
+
+// runConcTransfersWith is runConcTransfers with the given warm cache (nil
+// for none: every attempt folds its streams from their first event).
+func runConcTransfersWith(s eventlog.Store, warm *cache.Cache, prefix string, n, workers int, seed uint64) concOutcome {
 	var (
 		next    atomic.Int64
 		retries atomic.Int64
@@ -89,7 +112,7 @@ func runConcTransfers(s eventlog.Store, prefix string, n, workers int, seed uint
 	opts := concOptions(&retries)
 	// Each process has its own warm cache, as each Lambda instance does:
 	// the invariants below must hold whatever the caches hold.
-	opts.Cache = cache.New(0, 0)
+	opts.Cache = warm
 	for w := range workers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
