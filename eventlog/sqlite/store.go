@@ -223,18 +223,23 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	for i, st := range streams {
 		index[st.String()] = append(index[st.String()], i)
 	}
-	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, s.readErr("stream versions", ctx, err)
-	}
-	defer func() { _ = tx.Rollback() }()
 	ids := make([]string, 0, len(index))
 	for id := range index {
 		ids = append(ids, id)
 	}
+	// One statement reads one snapshot; more need a read transaction.
+	var q queryer = s.read
+	if len(ids) > maxParams {
+		tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return nil, s.readErr("stream versions", ctx, err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		q = tx
+	}
 	for start := 0; start < len(ids); start += maxParams {
 		chunk := ids[start:min(start+maxParams, len(ids))]
-		if err := versionsOf(ctx, tx, chunk, func(id string, v eventlog.Version) {
+		if err := versionsOf(ctx, q, chunk, func(id string, v eventlog.Version) {
 			for _, i := range index[id] {
 				out[i] = v
 			}
@@ -247,18 +252,18 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 
 // versionsOf calls found with the current version of each of ids, with one
 // index seek per stream.
-func versionsOf(ctx context.Context, tx *sql.Tx, ids []string, found func(string, eventlog.Version)) error {
+func versionsOf(ctx context.Context, q queryer, ids []string, found func(string, eventlog.Version)) error {
 	args := make([]any, len(ids))
-	var q strings.Builder
+	var text strings.Builder
 	for i, id := range ids {
 		args[i] = id
 		if i > 0 {
-			q.WriteString(" UNION ALL ")
+			text.WriteString(" UNION ALL ")
 		}
 		n := strconv.Itoa(i + 1)
-		q.WriteString("SELECT ?" + n + ", (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?" + n + ")")
+		text.WriteString("SELECT ?" + n + ", (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?" + n + ")")
 	}
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	rows, err := q.QueryContext(ctx, text.String(), args...)
 	if err != nil {
 		return err
 	}
@@ -337,20 +342,17 @@ func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog
 	if err := eventlog.ValidateCommandID(commandID); err != nil {
 		return nil, false, err
 	}
-	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, false, s.readErr("lookup command", ctx, err)
-	}
-	defer func() { _ = tx.Rollback() }()
+	// No transaction: the command row and its events were committed
+	// together, and events never change.
 	var first, last int64
-	err = tx.QueryRowContext(ctx, `SELECT first_position, last_position FROM commands WHERE command_id = ?`, commandID).Scan(&first, &last)
+	err := s.read.QueryRowContext(ctx, `SELECT first_position, last_position FROM commands WHERE command_id = ?`, commandID).Scan(&first, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, s.readErr("lookup command", ctx, err)
 	}
-	records, err := recordsBetween(ctx, tx, first, last)
+	records, err := recordsBetween(ctx, s.read, first, last)
 	if err != nil {
 		return nil, false, s.readErr("lookup command", ctx, err)
 	}
