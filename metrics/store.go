@@ -1,0 +1,79 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"time"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// Store wraps an eventlog.Store and times its operations. It keeps the
+// wrapped store's SnapshotStore capability when it has one.
+type Store struct {
+	eventlog.Store
+	m *Metrics
+}
+
+// InstrumentStore returns store with its operations measured by m.
+func InstrumentStore(store eventlog.Store, m *Metrics) eventlog.Store {
+	s := &Store{Store: store, m: m}
+	if snaps, ok := store.(eventlog.SnapshotStore); ok {
+		return &snapshotStore{Store: s, snaps: snaps}
+	}
+	return s
+}
+
+// Append implements eventlog.Store.
+func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	defer s.m.observeStore(OpAppend, time.Now())
+	res, err := s.Store.Append(ctx, req)
+	if errors.Is(err, eventlog.ErrConflict) {
+		s.m.conflicts.Inc()
+	}
+	if err == nil {
+		for _, e := range req.Expected {
+			s.m.seeStreams(e.Stream)
+		}
+	}
+	return res, err
+}
+
+// ReadStream implements eventlog.Store; the time is the whole iteration's.
+func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) iter.Seq2[eventlog.Record, error] {
+	return func(yield func(eventlog.Record, error) bool) {
+		defer s.m.observeStore(OpReadStream, time.Now())
+		s.m.seeStreams(stream)
+		for r, err := range s.Store.ReadStream(ctx, stream, after) {
+			if !yield(r, err) {
+				return
+			}
+		}
+	}
+}
+
+// StreamVersions implements eventlog.Store: the cache's probe.
+func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	defer s.m.observeStore(OpProbe, time.Now())
+	return s.Store.StreamVersions(ctx, streams)
+}
+
+// ReadFeed implements eventlog.Store.
+func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.Record, error) {
+	defer s.m.observeStore(OpReadFeed, time.Now())
+	return s.Store.ReadFeed(ctx, q)
+}
+
+type snapshotStore struct {
+	*Store
+	snaps eventlog.SnapshotStore
+}
+
+func (s *snapshotStore) LoadSnapshot(ctx context.Context, key string) (eventlog.Snapshot, bool, error) {
+	return s.snaps.LoadSnapshot(ctx, key)
+}
+
+func (s *snapshotStore) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot) error {
+	return s.snaps.SaveSnapshot(ctx, snap)
+}
