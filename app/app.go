@@ -19,6 +19,7 @@ import (
 	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/metrics"
 	"github.com/eventcore-go/eventcore/projection"
 )
 
@@ -32,6 +33,9 @@ type App struct {
 	Execute *handler.Execute
 	Project *handler.Project
 	Logger  *slog.Logger
+	Metrics *metrics.Metrics
+	// Pusher is set when EVENTCORE_PUSHGATEWAY_URL is.
+	Pusher *metrics.Pusher
 }
 
 // Open opens the event log and the read-model database named by cfg and
@@ -46,11 +50,12 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
-	store, err := sqlite.Open(ctx, cfg.DB, cfg.StoreOptions())
+	sqliteStore, err := sqlite.Open(ctx, cfg.DB, cfg.StoreOptions())
 	if err != nil {
 		return nil, fmt.Errorf("EVENTCORE_DB: %w", err)
 	}
-	a := &App{Config: cfg, Store: store, Logger: logger}
+	a := &App{Config: cfg, Store: sqliteStore, Logger: logger, Metrics: metrics.New(metrics.Sources{})}
+	store := metrics.InstrumentStore(sqliteStore, a.Metrics)
 	a.ReadDB, err = sql.Open("sqlite", cfg.StoreOptions().DSN(cfg.ReadDB, "immediate"))
 	if err == nil {
 		err = a.ReadDB.PingContext(ctx)
@@ -63,9 +68,45 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 		return nil, errors.Join(fmt.Errorf("EVENTCORE_READ_DB: %w", err), a.Close())
 	}
 	a.Cache = cache.New(cfg.CacheTTL, cfg.CacheMaxBytes)
-	a.Execute = handler.NewExecute(reg, store, handler.ExecuteOptions{Cache: a.Cache, SnapshotThreshold: cfg.SnapshotThreshold, Logger: logger})
+	a.Metrics.Watch(metrics.Sources{
+		Cache: a.Cache, Projections: a.Runner,
+		Databases: map[string]string{"events": cfg.DB, "projections": cfg.ReadDB},
+	})
+	a.Execute = handler.NewExecute(reg, store, handler.ExecuteOptions{
+		Cache: a.Cache, SnapshotThreshold: cfg.SnapshotThreshold, Logger: logger, Observer: a.Metrics,
+	})
 	a.Project = handler.NewProject(reg, store, a.Runner, logger)
+	a.Project.Observer = a.Metrics
+	if cfg.PushgatewayURL != "" {
+		job, instance := pushIdentity()
+		if a.Pusher, err = metrics.NewPusher(a.Metrics, cfg.PushgatewayURL, job, instance, cfg.PushTimeout, logger); err != nil {
+			return nil, errors.Join(fmt.Errorf("EVENTCORE_PUSHGATEWAY_URL: %w", err), a.Close())
+		}
+	}
 	return a, nil
+}
+
+// pushIdentity is the grouping key of this instance's metrics: on Lambda
+// the function's name and the instance's log stream, locally "local" and
+// the host name with the process id.
+func pushIdentity() (job, instance string) {
+	job, instance = os.Getenv("AWS_LAMBDA_FUNCTION_NAME"), os.Getenv("AWS_LAMBDA_LOG_STREAM_NAME")
+	if job == "" {
+		job = "local"
+	}
+	if instance == "" {
+		host, _ := os.Hostname()
+		instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return job, instance
+}
+
+// Push pushes the metrics when a gateway is configured; it never fails or
+// outlasts the push timeout.
+func (a *App) Push(ctx context.Context) {
+	if a.Pusher != nil {
+		_ = a.Pusher.Push(ctx)
+	}
 }
 
 // Close closes the databases.
@@ -101,5 +142,18 @@ func StartLambda(name string, register func(*handler.Registry), pick func(*App) 
 		fmt.Fprintln(os.Stderr, name+": "+err.Error())
 		os.Exit(1)
 	}
-	lambda.StartWithOptions(pick(a), lambda.WithEnableSIGTERM(func() { _ = a.Close() }))
+	invoke := pick(a)
+	// Lambda freezes the instance as soon as the handler returns, so the
+	// metrics are pushed before it does.
+	pushed := func(ctx context.Context, payload json.RawMessage) (any, error) {
+		out, err := invoke(ctx, payload)
+		a.Push(ctx)
+		return out, err
+	}
+	lambda.StartWithOptions(pushed, lambda.WithEnableSIGTERM(func() {
+		if a.Pusher != nil {
+			_ = a.Pusher.Delete()
+		}
+		_ = a.Close()
+	}))
 }

@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,6 +72,13 @@ func Load(getenv func(string) string) (Config, error) {
 	} else {
 		c.DB, c.ReadDB = str("EVENTCORE_DB", DefaultDB), str("EVENTCORE_READ_DB", DefaultReadDB)
 	}
+	for _, p := range []struct{ name, path string }{{"EVENTCORE_DB", c.DB}, {"EVENTCORE_READ_DB", c.ReadDB}} {
+		// The path goes into an SQLite DSN: "?" or "#" would add parameters,
+		// and "file:" or ":memory:" would open something else than a file.
+		if strings.ContainsAny(p.path, "?#") || strings.HasPrefix(p.path, "file:") || p.path == ":memory:" {
+			return fail(p.name, fmt.Errorf("%q must be a plain file path without ? or #", p.path))
+		}
+	}
 	if c.Sync, err = sqlite.ParseSynchronous(str("EVENTCORE_SYNC", "full")); err != nil {
 		return fail("EVENTCORE_SYNC", err)
 	}
@@ -93,6 +101,12 @@ func Load(getenv func(string) string) (Config, error) {
 		return fail("EVENTCORE_ALLOW_EPHEMERAL", fmt.Errorf("%q is not true or false", getenv("EVENTCORE_ALLOW_EPHEMERAL")))
 	}
 	c.PushgatewayURL = str("EVENTCORE_PUSHGATEWAY_URL", "")
+	if c.PushgatewayURL != "" {
+		u, err := url.Parse(c.PushgatewayURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fail("EVENTCORE_PUSHGATEWAY_URL", fmt.Errorf("%q is not an http(s) URL", c.PushgatewayURL))
+		}
+	}
 	if c.PushTimeout, err = duration(str("EVENTCORE_PUSH_TIMEOUT", "250ms")); err != nil {
 		return fail("EVENTCORE_PUSH_TIMEOUT", err)
 	}
@@ -105,7 +119,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.SnapshotThreshold, err = positiveInt(str("EVENTCORE_SNAPSHOT_THRESHOLD", strconv.Itoa(executor.DefaultSnapshotThreshold)), 1<<30); err != nil {
 		return fail("EVENTCORE_SNAPSHOT_THRESHOLD", err)
 	}
-	if c.OnLambda && !strings.HasPrefix(c.DB, "/mnt/") && c.ReplicaURL == "" && !c.AllowEphemeral {
+	if c.OnLambda && !strings.HasPrefix(filepath.Clean(c.DB), "/mnt/") && c.ReplicaURL == "" && !c.AllowEphemeral {
 		return fail("EVENTCORE_DB", fmt.Errorf("%q is not on an EFS mount (/mnt/...) and no replica is configured: its data would be lost with the instance; set EVENTCORE_ALLOW_EPHEMERAL=true only for tests and demos", c.DB))
 	}
 	return c, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -33,10 +34,11 @@ var commandRoute = mustRoute(http.MethodPost, CommandRoute)
 // API Gateway HTTP API (payload 2.0) and direct invocation. It is safe for
 // concurrent use.
 type Execute struct {
-	reg     *Registry
-	store   eventlog.Store
-	options executor.Options
-	log     *slog.Logger
+	reg      *Registry
+	store    eventlog.Store
+	options  executor.Options
+	log      *slog.Logger
+	observer CommandObserver
 	// AfterCommand, when set, is called after every command that recorded
 	// events, with the last position; the local runner uses it to wake its
 	// projections. It must not block.
@@ -49,17 +51,41 @@ type ExecuteOptions struct {
 	Retry             executor.RetryPolicy // nil = executor.DefaultRetryPolicy
 	SnapshotThreshold int                  // 0 = executor default; negative disables
 	Logger            *slog.Logger         // nil = slog.Default()
+	Observer          CommandObserver      // nil for none
 }
+
+// CommandObserver is told about every executed command (metrics). Its
+// methods must be safe for concurrent use and must not block.
+type CommandObserver interface {
+	// ObserveCommand reports one command of a registered name: its outcome
+	// (ok, rejected, conflict, error), its duration, its attempts and the
+	// events it recorded.
+	ObserveCommand(command, outcome string, took time.Duration, attempts, events int)
+	// ObserveRetry reports a retry after a version conflict.
+	ObserveRetry()
+}
+
+// Command outcomes reported to a CommandObserver.
+const (
+	OutcomeOK       = "ok"
+	OutcomeRejected = "rejected"
+	OutcomeConflict = "conflict"
+	OutcomeError    = "error"
+)
 
 // NewExecute returns the execute handler of reg's commands over store.
 func NewExecute(reg *Registry, store eventlog.Store, opts ExecuteOptions) *Execute {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Execute{
-		reg: reg, store: store, log: opts.Logger,
+	x := &Execute{
+		reg: reg, store: store, log: opts.Logger, observer: opts.Observer,
 		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold},
 	}
+	if opts.Observer != nil {
+		x.options.OnRetry = func(executor.RetryInfo) { opts.Observer.ObserveRetry() }
+	}
+	return x
 }
 
 // CommandRequest is a direct invocation of the execute function.
@@ -107,7 +133,7 @@ func (x *Execute) Invoke(ctx context.Context, payload json.RawMessage) (any, err
 // route would answer and the body.
 func (x *Execute) HandleDirect(ctx context.Context, req CommandRequest) (int, []byte, string) {
 	if len(req.Input) > MaxBodyBytes {
-		e := Errorf(http.StatusRequestEntityTooLarge, "too_large", "input is over %d bytes", MaxBodyBytes)
+		e := tooLarge()
 		return e.Status, errorJSON(e), ""
 	}
 	return x.run(ctx, req.Command, req.Input, req.IdempotencyKey, req.CorrelationID, req.CausationID)
@@ -116,16 +142,19 @@ func (x *Execute) HandleDirect(ctx context.Context, req CommandRequest) (int, []
 // HandleHTTP answers one HTTP API request. Checks run in this order: body
 // size, route, command name, JSON, fields.
 func (x *Execute) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
-	body := []byte(req.Body)
+	body, size := []byte(req.Body), len(req.Body)
+	var badBody *Error // answered after the route and command name checks
 	if req.IsBase64Encoded {
 		decoded, err := base64.StdEncoding.DecodeString(req.Body)
 		if err != nil {
-			return errorResponse(InvalidRequest("body is not valid base64"), nil)
+			badBody = InvalidRequest("body is not valid base64")
+			size = base64.StdEncoding.DecodedLen(len(req.Body))
+		} else {
+			body, size = decoded, len(decoded)
 		}
-		body = decoded
 	}
-	if len(body) > MaxBodyBytes {
-		return errorResponse(Errorf(http.StatusRequestEntityTooLarge, "too_large", "body is over %d bytes", MaxBodyBytes), nil)
+	if size > MaxBodyBytes {
+		return errorResponse(tooLarge(), nil)
 	}
 	path := requestPath(req)
 	segs, err := splitPath(path)
@@ -138,6 +167,9 @@ func (x *Execute) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPReq
 	}
 	if requestMethod(req) != http.MethodPost {
 		return routeError(path, []string{http.MethodPost})
+	}
+	if _, known := x.reg.commands[vars["name"]]; known && badBody != nil {
+		return errorResponse(badBody, nil)
 	}
 	key, _ := header(req, "Idempotency-Key")
 	correlation, _ := header(req, "X-Correlation-Id")
@@ -153,7 +185,12 @@ func (x *Execute) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPReq
 // run executes one command and returns the status, body and correlation
 // id.
 func (x *Execute) run(ctx context.Context, name string, body []byte, key, correlation, causation string) (int, []byte, string) {
-	fail := func(e *Error) (int, []byte, string) { return e.Status, errorJSON(e), correlation }
+	fail := func(e *Error) (int, []byte, string) {
+		if !validHeader(correlation) {
+			return e.Status, errorJSON(e), "" // never echo a header that was refused
+		}
+		return e.Status, errorJSON(e), correlation
+	}
 	runner, ok := x.reg.commands[name]
 	if !ok {
 		return fail(Errorf(http.StatusNotFound, "unknown_command", "no command %q", name))
@@ -165,7 +202,7 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 		return fail(err)
 	}
 	for _, h := range []struct{ name, value string }{{"X-Correlation-Id", correlation}, {"X-Causation-Id", causation}} {
-		if len(h.value) > 256 || !printableASCII(h.value) {
+		if !validHeader(h.value) {
 			return fail(InvalidRequest("%s must be at most 256 printable ASCII characters", h.name))
 		}
 	}
@@ -175,11 +212,14 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 	opts := x.options
 	opts.CommandID = key
 	opts.Metadata = eventlog.Metadata{Command: name, CorrelationID: correlation, CausationID: causation}
+	start := time.Now()
 	res, err := runner(ctx, x.store, body, opts)
 	if err != nil {
 		e := x.classify(ctx, name, err)
+		x.observe(name, outcomeOf(e.Status), start, res)
 		return fail(e)
 	}
+	x.observe(name, OutcomeOK, start, res)
 	resp := CommandResponse{Attempts: res.Attempts, Events: make([]EventIndex, len(res.Events))}
 	for i, r := range res.Events {
 		resp.Events[i] = EventIndex{Stream: r.Stream.String(), Version: r.Version, Position: r.Position, Type: r.Type}
@@ -190,6 +230,29 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 	out, _ := json.Marshal(resp)
 	return http.StatusOK, out, correlation
 }
+
+func (x *Execute) observe(name, outcome string, start time.Time, res executor.Result) {
+	if x.observer != nil {
+		x.observer.ObserveCommand(name, outcome, time.Since(start), res.Attempts, len(res.Events))
+	}
+}
+
+func outcomeOf(status int) string {
+	switch {
+	case status == http.StatusConflict:
+		return OutcomeConflict
+	case status >= 500:
+		return OutcomeError
+	}
+	return OutcomeRejected
+}
+
+func tooLarge() *Error {
+	return Errorf(http.StatusRequestEntityTooLarge, "too_large", "body is over %d bytes", MaxBodyBytes)
+}
+
+// validHeader reports whether a correlation or causation id is acceptable.
+func validHeader(v string) bool { return len(v) <= 256 && printableASCII(v) }
 
 func validateKey(key string) *Error {
 	if len(key) > MaxIdempotencyKeyLength || !printableASCII(key) {

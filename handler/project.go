@@ -39,6 +39,14 @@ type Project struct {
 	runner *projection.Runner
 	log    *slog.Logger
 	routes []queryRoute
+	// Observer, when set, is told how many events each catch-up applied.
+	Observer ProjectionObserver
+}
+
+// ProjectionObserver is told about applied events (metrics). It must be
+// safe for concurrent use and must not block.
+type ProjectionObserver interface {
+	ObserveApplied(projection string, events int)
 }
 
 // NewProject returns the project handler over the event log store and the
@@ -90,11 +98,20 @@ func (p *Project) CatchUp(ctx context.Context) (ScheduleReport, error) {
 		defer cancel()
 	}
 	reports, err := p.runner.CatchUpAll(ctx)
+	for _, r := range reports {
+		p.observeApplied(r)
+	}
 	if err != nil && !onlyLocked(err) {
 		p.log.ErrorContext(ctx, "projection catch-up failed", "request_id", requestID(ctx), "error", err.Error())
 		return ScheduleReport{Projections: reports}, err
 	}
 	return ScheduleReport{Projections: reports}, nil
+}
+
+func (p *Project) observeApplied(r projection.Report) {
+	if p.Observer != nil && r.Applied > 0 {
+		p.Observer.ObserveApplied(r.Name, r.Applied)
+	}
 }
 
 // onlyLocked reports whether err (possibly several joined) says nothing but
@@ -128,7 +145,10 @@ func (p *Project) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPReq
 			allowed = append(allowed, r.method)
 			continue
 		}
-		query := queryValues(req)
+		query, bad := queryValues(req)
+		if bad != nil {
+			return errorResponse(bad, nil)
+		}
 		if r.projection != "" {
 			if e := p.readYourWrites(ctx, r.projection, query); e != nil {
 				return errorResponse(e, nil)
@@ -143,18 +163,20 @@ func (p *Project) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPReq
 	return routeError(path, allowed)
 }
 
-func queryValues(req events.APIGatewayV2HTTPRequest) map[string][]string {
+func queryValues(req events.APIGatewayV2HTTPRequest) (map[string][]string, *Error) {
 	q := map[string][]string{}
 	if req.RawQueryString != "" {
-		if parsed, err := parseQuery(req.RawQueryString); err == nil {
-			return parsed
+		parsed, err := parseQuery(req.RawQueryString)
+		if err != nil {
+			return nil, InvalidRequest("malformed query string: %v", err)
 		}
+		return parsed, nil
 	}
 	for k, v := range req.QueryStringParameters {
 		// HTTP API joins repeated parameters with commas.
 		q[k] = splitComma(v)
 	}
-	return q
+	return q, nil
 }
 
 // readYourWrites catches the projection up to ?min_position within the
@@ -169,16 +191,45 @@ func (p *Project) readYourWrites(ctx context.Context, name string, query map[str
 		return InvalidRequest("min_position must be a non-negative integer")
 	}
 	want := eventlog.Position(min)
+	// Give up before the deadline: waiting until the deadline itself gets
+	// the function killed (a timeout) instead of answering 503.
+	if deadline, ok := ctx.Deadline(); ok {
+		margin := scheduleMargin
+		if half := time.Until(deadline) / 2; half < margin {
+			margin = half
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+		defer cancel()
+	}
+	behind := func() *Error {
+		return Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+	}
 	for {
 		at, err := p.runner.Checkpoint(ctx, name)
 		if err != nil {
+			if ctx.Err() != nil {
+				return behind()
+			}
 			return p.queryError(ctx, name, err)
 		}
 		if at >= want {
 			return nil
 		}
-		if _, err := p.runner.CatchUp(ctx, name, want); err != nil && !errors.Is(err, projection.ErrLocked) {
-			if ctx.Err() == nil {
+		// Catch up only when the log holds events the projection has not
+		// seen: a catch-up at the head still writes (it takes and gives
+		// back the lease), every 20 ms while waiting.
+		head, err := p.store.Head(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return behind()
+			}
+			return p.queryError(ctx, name, err)
+		}
+		if at < head {
+			report, err := p.runner.CatchUp(ctx, name, want)
+			p.observeApplied(report)
+			if err != nil && !errors.Is(err, projection.ErrLocked) && ctx.Err() == nil {
 				return p.queryError(ctx, name, err)
 			}
 		}
@@ -187,7 +238,7 @@ func (p *Project) readYourWrites(ctx context.Context, name string, query map[str
 		}
 		select {
 		case <-ctx.Done():
-			return Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+			return behind()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -12,7 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"regexp"
+	"strings"
+	"sync"
 
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/executor"
@@ -152,11 +155,15 @@ func asInvalid(err error) error {
 	return invalidInput{err}
 }
 
-// DecodeStrict decodes a JSON object into v: unknown fields, trailing data,
-// and values of the wrong JSON type (a string or a fraction for an integer)
-// are errors.
+// jsonSpace is the whitespace JSON allows around values (RFC 8259), not
+// the wider set bytes.TrimSpace removes.
+const jsonSpace = " \t\r\n"
+
+// DecodeStrict decodes a JSON object into v: unknown fields (names match
+// exactly, case included), a field given twice, trailing data, and values of
+// the wrong JSON type (a string or a fraction for an integer) are errors.
 func DecodeStrict(body []byte, v any) error {
-	trimmed := bytes.TrimSpace(body)
+	trimmed := bytes.Trim(body, jsonSpace)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return InvalidRequest("body must be a JSON object")
 	}
@@ -165,10 +172,71 @@ func DecodeStrict(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return InvalidRequest("body: %v", jsonError(err))
 	}
-	if len(bytes.TrimSpace(trimmed[dec.InputOffset():])) > 0 {
+	if len(bytes.Trim(trimmed[dec.InputOffset():], jsonSpace)) > 0 {
 		return InvalidRequest("body: data after the JSON object")
 	}
+	return checkKeys(trimmed, v)
+}
+
+// checkKeys refuses what encoding/json lets through: a key that names a
+// field only in another case ("Amount" for "amount") and a key given twice
+// (the last would win). body is a single valid JSON object.
+func checkKeys(body []byte, v any) error {
+	fields := jsonFields(reflect.TypeOf(v))
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil {
+		return InvalidRequest("body: %v", err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return InvalidRequest("body: %v", err)
+		}
+		key, _ := tok.(string)
+		if fields != nil && !fields[key] {
+			return InvalidRequest("body: json: unknown field %q", key)
+		}
+		if seen[key] {
+			return InvalidRequest("body: field %q is given twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return InvalidRequest("body: %v", err)
+		}
+	}
 	return nil
+}
+
+var fieldCache sync.Map // reflect.Type -> map[string]bool
+
+// jsonFields returns the JSON names of the fields of the struct t points
+// to, or nil when t is not a pointer to a struct.
+func jsonFields(t reflect.Type) map[string]bool {
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]bool)
+	}
+	names := map[string]bool{}
+	for _, f := range reflect.VisibleFields(t.Elem()) {
+		tag := f.Tag.Get("json")
+		if tag == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+			continue // its fields are promoted
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		names[name] = true
+	}
+	fieldCache.Store(t, names)
+	return names
 }
 
 func jsonError(err error) string {

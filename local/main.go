@@ -84,6 +84,9 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	defer cancel()
 	err = httpSrv.Shutdown(shutdown)
 	<-projections
+	if a.Pusher != nil {
+		_ = a.Pusher.Delete() // a stopped runner's group must not linger
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

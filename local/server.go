@@ -9,20 +9,30 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eventcore-go/eventcore/app"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/handler"
 )
 
+// requestTimeout bounds each request as API Gateway's integration timeout
+// and the functions' timeouts do on AWS: a read waiting for ?min_position
+// answers 503 projection_behind instead of waiting forever.
+var requestTimeout = 30 * time.Second
+
 // server turns HTTP requests into HTTP API events for the handlers.
 type server struct {
-	app  *app.App
-	wake chan struct{}
+	app     *app.App
+	wake    chan struct{}
+	metrics http.Handler
 }
 
 func newServer(a *app.App) *server {
-	s := &server{app: a, wake: make(chan struct{}, 1)}
+	s := &server{
+		app: a, wake: make(chan struct{}, 1),
+		metrics: promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
+	}
 	a.Execute.AfterCommand = func(eventlog.Position) {
 		select {
 		case s.wake <- struct{}{}:
@@ -33,17 +43,26 @@ func newServer(a *app.App) *server {
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/healthz" {
+	switch r.URL.Path {
+	case "/healthz":
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
+		return
+	case "/metrics":
+		s.metrics.ServeHTTP(w, r)
 		return
 	}
 	ev, err := toEvent(r)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		// Errors are JSON like every answer of the handlers.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":{"code":"invalid_request","message":"the body could not be read"}}`)
 		return
 	}
-	ctx := handler.WithRequestID(r.Context(), ev.RequestContext.RequestID)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	ctx = handler.WithRequestID(ctx, ev.RequestContext.RequestID)
 	var resp events.APIGatewayV2HTTPResponse
 	if strings.HasPrefix(r.URL.Path, "/commands/") {
 		resp = s.app.Execute.HandleHTTP(ctx, ev)
@@ -91,7 +110,8 @@ func toEvent(r *http.Request) (events.APIGatewayV2HTTPRequest, error) {
 }
 
 // projectLoop catches the projections up after commands (without holding
-// up their answers) and on a timer, until ctx ends.
+// up their answers) and on a timer, until ctx ends; with a Pushgateway
+// configured it pushes the metrics after each round.
 func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -107,5 +127,6 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
 		}
 		cancel()
+		s.app.Push(ctx)
 	}
 }

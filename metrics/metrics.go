@@ -57,6 +57,7 @@ type Metrics struct {
 
 	mu      sync.Mutex
 	streams map[eventlog.StreamID]struct{}
+	src     Sources
 }
 
 // Sources are what the collectors read at scrape (or push) time; any may be
@@ -72,7 +73,7 @@ type Sources struct {
 // New returns the collectors registered on a new registry, with the Go
 // runtime's and the process's collectors beside them.
 func New(src Sources) *Metrics {
-	m := &Metrics{Registry: prometheus.NewRegistry(), streams: map[eventlog.StreamID]struct{}{}}
+	m := &Metrics{Registry: prometheus.NewRegistry(), streams: map[eventlog.StreamID]struct{}{}, src: src}
 	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eventcore_commands_total", Help: "Commands executed, by command and outcome (ok, rejected, conflict, error).",
 	}, []string{"command", "outcome"})
@@ -103,8 +104,16 @@ func New(src Sources) *Metrics {
 	m.Registry.MustRegister(m.commands, m.commandSeconds, m.attempts, m.eventsWritten, m.storeSeconds,
 		m.conflicts, m.retries, m.applied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&stateCollector{m: m, src: src})
+		&stateCollector{m: m})
 	return m
+}
+
+// Watch replaces the sources read at collection time, for sources made
+// after the collectors (a projection runner over the instrumented store).
+func (m *Metrics) Watch(src Sources) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.src = src
 }
 
 // ObserveCommand records one executed command.
@@ -145,8 +154,7 @@ func (m *Metrics) seeStreams(streams ...eventlog.StreamID) {
 // stateCollector reports values read at collection time: cache counters,
 // active streams, database sizes and projection positions.
 type stateCollector struct {
-	m   *Metrics
-	src Sources
+	m *Metrics
 }
 
 var (
@@ -172,7 +180,10 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	if cc := c.src.Cache; cc != nil {
+	c.m.mu.Lock()
+	src, active := c.m.src, len(c.m.streams)
+	c.m.mu.Unlock()
+	if cc := src.Cache; cc != nil {
 		st := cc.Stats()
 		ch <- prometheus.MustNewConstMetric(descCacheHits, prometheus.CounterValue, float64(st.Hits))
 		ch <- prometheus.MustNewConstMetric(descCachePartial, prometheus.CounterValue, float64(st.PartialHits))
@@ -181,11 +192,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCacheEvictions, prometheus.CounterValue, float64(st.Evictions))
 		ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(st.Bytes))
 	}
-	c.m.mu.Lock()
-	active := len(c.m.streams)
-	c.m.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descActiveStreams, prometheus.GaugeValue, float64(active))
-	for name, path := range c.src.Databases {
+	for name, path := range src.Databases {
 		var size int64
 		for _, p := range []string{path, path + "-wal"} {
 			if fi, err := os.Stat(p); err == nil {
@@ -194,7 +202,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descDBSize, prometheus.GaugeValue, float64(size), name)
 	}
-	if r := c.src.Projections; r != nil {
+	if r := src.Projections; r != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		status, err := r.Status(ctx)

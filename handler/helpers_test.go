@@ -1,0 +1,230 @@
+package handler_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
+	"github.com/eventcore-go/eventcore/handler"
+)
+
+// logBuffer is a goroutine-safe log sink.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is a bank instance over SQLite files in a temporary directory.
+type env struct {
+	t   testing.TB
+	app *app.App
+	log *logBuffer
+}
+
+func testConfig(dir string) config.Config {
+	return config.Config{
+		DB:                 filepath.Join(dir, "events.db"),
+		ReadDB:             filepath.Join(dir, "projections.db"),
+		Sync:               sqlite.SyncNormal,
+		Journal:            sqlite.JournalWAL,
+		CacheTTL:           time.Minute,
+		CacheMaxBytes:      1 << 20,
+		ProjectionBatch:    500,
+		ProjectionInterval: time.Second,
+		SnapshotThreshold:  100,
+	}
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	logs := &logBuffer{}
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	a, err := app.Open(context.Background(), testConfig(t.TempDir()), reg, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	return &env{t: t, app: a, log: logs}
+}
+
+func httpRequest(method, rawPath, rawQuery string, headers map[string]string, body string) events.APIGatewayV2HTTPRequest {
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	return events.APIGatewayV2HTTPRequest{
+		Version:        "2.0",
+		RouteKey:       "$default",
+		RawPath:        rawPath,
+		RawQueryString: rawQuery,
+		Headers:        headers,
+		Body:           body,
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			RouteKey:  "$default",
+			RequestID: "req-test",
+			HTTP:      events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: rawPath},
+		},
+	}
+}
+
+// command posts a command and returns the response.
+func (e *env) command(name, body string, headers map[string]string) events.APIGatewayV2HTTPResponse {
+	return e.app.Execute.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/"+name, "", headers, body))
+}
+
+// mustCommand posts a command that must succeed.
+func (e *env) mustCommand(name, body string) commandResult {
+	e.t.Helper()
+	resp := e.command(name, body, nil)
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("%s %s: %d %s", name, body, resp.StatusCode, resp.Body)
+	}
+	return decodeAs[commandResult](e.t, resp.Body)
+}
+
+// get answers a read request.
+func (e *env) get(path, query string) events.APIGatewayV2HTTPResponse {
+	return e.getCtx(context.Background(), path, query)
+}
+
+func (e *env) getCtx(ctx context.Context, path, query string) events.APIGatewayV2HTTPResponse {
+	return e.app.Project.HandleHTTP(ctx, httpRequest(http.MethodGet, path, query, nil, ""))
+}
+
+// mustGet reads a route that must answer 200 and decodes it.
+func mustGet[T any](e *env, path, query string) T {
+	e.t.Helper()
+	resp := e.get(path, query)
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("GET %s?%s: %d %s", path, query, resp.StatusCode, resp.Body)
+	}
+	return decodeAs[T](e.t, resp.Body)
+}
+
+func (e *env) head() eventlog.Position { return headOf(e.t, e.app.Store) }
+
+func headOf(t testing.TB, s eventlog.Store) eventlog.Position {
+	t.Helper()
+	h, err := s.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (e *env) catchUp() {
+	e.t.Helper()
+	if _, err := e.app.Project.CatchUp(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// openBank opens alice and bob and deposits 100 into alice.
+func (e *env) openBank() {
+	e.t.Helper()
+	e.mustCommand("open-account", `{"account":"alice","owner":"Alice"}`)
+	e.mustCommand("open-account", `{"account":"bob","owner":"Bob"}`)
+	e.mustCommand("deposit", `{"account":"alice","amount":100}`)
+}
+
+type commandResult struct {
+	Attempts int                  `json:"attempts"`
+	Events   []handler.EventIndex `json:"events"`
+}
+
+type errorResult struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+type eventResult struct {
+	Position   eventlog.Position `json:"position"`
+	Stream     string            `json:"stream"`
+	Version    eventlog.Version  `json:"version"`
+	Type       string            `json:"type"`
+	Data       json.RawMessage   `json:"data"`
+	Metadata   json.RawMessage   `json:"metadata"`
+	RecordedAt string            `json:"recorded_at"`
+}
+
+type feedResult struct {
+	Events []eventResult      `json:"events"`
+	Next   *eventlog.Position `json:"next"`
+}
+
+type streamResult struct {
+	Stream  string            `json:"stream"`
+	Version *eventlog.Version `json:"version"`
+	Events  []eventResult     `json:"events"`
+}
+
+type balanceResult struct {
+	Account  string            `json:"account"`
+	Balance  int64             `json:"balance"`
+	Position eventlog.Position `json:"position"`
+}
+
+// decodeAs decodes a JSON body strictly into T.
+func decodeAs[T any](t testing.TB, body string) T {
+	t.Helper()
+	var v T
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("decode %T from %s: %v", v, body, err)
+	}
+	return v
+}
+
+// errorCode returns the code of an error body, failing when the body is not
+// exactly {"error":{"code","message"}}.
+func errorCode(t *testing.T, body string) string {
+	t.Helper()
+	e := decodeAs[errorResult](t, body)
+	if e.Error.Code == "" || e.Error.Message == "" {
+		t.Fatalf("error body without code or message: %s", body)
+	}
+	return e.Error.Code
+}
+
+// wantError checks the status and code of an error answer.
+func wantError(t *testing.T, resp events.APIGatewayV2HTTPResponse, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, resp.Body)
+	}
+	if got := errorCode(t, resp.Body); got != code {
+		t.Fatalf("code %q, want %q: %s", got, code, resp.Body)
+	}
+	if ct := resp.Headers["Content-Type"]; ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+}
