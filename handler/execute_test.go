@@ -741,7 +741,7 @@ func TestRegistryPanics(t *testing.T) {
 	}
 	bankReg := handler.NewRegistry()
 	bankapi.Register(bankReg)
-	if got := fmt.Sprint(handler.ReadRoutes(bankReg)); got != "[/projections /streams/{stream} /events /accounts/{id} /accounts/{id}/history]" {
+	if got := fmt.Sprint(handler.ReadRoutes(bankReg)); got != "[/projections /projections/{name}/dead-letters /streams/{stream} /events /accounts/{id} /accounts/{id}/history]" {
 		t.Fatal(got)
 	}
 	if n := len(bankReg.Projectors()); n != 2 {

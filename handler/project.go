@@ -18,6 +18,7 @@ import (
 // Read routes the project function always serves.
 const (
 	ProjectionsRoute = "/projections"
+	DeadLettersRoute = "/projections/{name}/dead-letters"
 	StreamRoute      = "/streams/{stream}"
 	EventsRoute      = "/events"
 )
@@ -58,6 +59,7 @@ func NewProject(reg *Registry, store eventlog.Store, runner *projection.Runner, 
 	p := &Project{reg: reg, store: store, runner: runner, log: logger}
 	p.routes = append(p.routes,
 		queryRoute{route: mustRoute(http.MethodGet, ProjectionsRoute), fn: p.projections},
+		queryRoute{route: mustRoute(http.MethodGet, DeadLettersRoute), fn: p.deadLetters},
 		queryRoute{route: mustRoute(http.MethodGet, StreamRoute), fn: p.stream},
 		queryRoute{route: mustRoute(http.MethodGet, EventsRoute), fn: p.feed},
 	)
@@ -68,7 +70,7 @@ func NewProject(reg *Registry, store eventlog.Store, runner *projection.Runner, 
 // ReadRoutes returns every GET pattern the project handler serves for reg:
 // the event log and projection routes, then the domain's queries.
 func ReadRoutes(reg *Registry) []string {
-	return append([]string{ProjectionsRoute, StreamRoute, EventsRoute}, reg.QueryPatterns()...)
+	return append([]string{ProjectionsRoute, DeadLettersRoute, StreamRoute, EventsRoute}, reg.QueryPatterns()...)
 }
 
 // ScheduleReport is the answer to a scheduled run.
@@ -287,6 +289,25 @@ func (p *Project) projections(ctx context.Context, env QueryEnv, _ map[string]st
 		status = []projection.Status{}
 	}
 	return map[string]any{"projections": status}, nil
+}
+
+// deadLetters lists the events a projection skipped, with their errors.
+func (p *Project) deadLetters(ctx context.Context, env QueryEnv, vars map[string]string, query map[string][]string) (any, error) {
+	limit, err := limitParam(query)
+	if err != nil {
+		return nil, err
+	}
+	letters, err := env.Projections.DeadLetters(ctx, vars["name"], limit)
+	if errors.Is(err, projection.ErrUnknownProjection) {
+		return nil, Errorf(http.StatusNotFound, "unknown_projection", "no projection %q", vars["name"])
+	}
+	if err != nil {
+		return nil, err
+	}
+	if letters == nil {
+		letters = []projection.DeadLetter{}
+	}
+	return map[string]any{"projection": vars["name"], "dead_letters": letters}, nil
 }
 
 func (p *Project) stream(ctx context.Context, env QueryEnv, vars map[string]string, query map[string][]string) (any, error) {
