@@ -66,3 +66,31 @@ func TestDeadLettersRoute(t *testing.T) {
 		t.Fatalf("limit=0: %d", status)
 	}
 }
+
+func TestRebuildByDirectInvocation(t *testing.T) {
+	e := newEnv(t)
+	e.openBank()
+	e.catchUp()
+	// Damage the read model behind the projection's back; a rebuild
+	// replays the log and repairs it.
+	if res, err := e.app.ReadDB.Exec(`UPDATE bank_balances SET balance = 999`); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n == 0 {
+		t.Fatal("no balances to damage")
+	}
+	out, err := e.app.Project.Invoke(context.Background(), []byte(`{"rebuild":"balances"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, ok := out.(handler.ScheduleReport)
+	if !ok || len(report.Projections) != 2 {
+		t.Fatalf("report %#v", out)
+	}
+	var wrong int
+	if err := e.app.ReadDB.QueryRow(`SELECT COUNT(*) FROM bank_balances WHERE balance = 999`).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("after rebuild: %d balances still damaged (%v)", wrong, err)
+	}
+	if _, err := e.app.Project.Invoke(context.Background(), []byte(`{"rebuild":"nope"}`)); !errors.Is(err, projection.ErrUnknownProjection) {
+		t.Fatalf("rebuild of an unknown projection: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -78,14 +79,25 @@ type ScheduleReport struct {
 	Projections []projection.Report `json:"projections"`
 }
 
-// Invoke is the Lambda entry point: an HTTP API request or an EventBridge
-// scheduled event (anything else runs a catch-up too).
+// Invoke is the Lambda entry point: an HTTP API request; an operator's
+// direct invocation {"rebuild":"<projection>"}, which resets that
+// projection and replays it from position 0 (then catches everything up);
+// or anything else, such as an EventBridge scheduled event, which catches
+// every projection up.
 func (p *Project) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
 	if req, ok, bad := httpEvent(payload); ok {
 		if bad != nil {
 			return *bad, nil
 		}
 		return p.HandleHTTP(ctx, req), nil
+	}
+	var op struct {
+		Rebuild *string `json:"rebuild"`
+	}
+	if json.Unmarshal(payload, &op) == nil && op.Rebuild != nil {
+		if err := p.runner.Rebuild(ctx, *op.Rebuild); err != nil {
+			return nil, fmt.Errorf("rebuild %q: %w", *op.Rebuild, err)
+		}
 	}
 	return p.CatchUp(ctx)
 }
