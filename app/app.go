@@ -155,5 +155,6 @@ func StartLambda(name string, register func(*handler.Registry), pick func(*App) 
 			_ = a.Pusher.Delete()
 		}
 		_ = a.Close()
+		os.Exit(0) // the runtime is shutting the instance down; nothing is left to do
 	}))
 }

@@ -51,16 +51,9 @@ func (b *lockedBuffer) String() string {
 // requireBinaries returns the absolute paths of the emulator and of the
 // bootstraps' directory. Without them the test skips, except under CI=true
 // where it fails.
-func requireBinaries(t *testing.T) (rie, dist string) {
+func requireBinaries(t testing.TB) (rie, dist string) {
 	t.Helper()
-	var missing []string
-	for _, p := range []string{rieBinary, filepath.Join(distHost, "execute", "bootstrap"), filepath.Join(distHost, "project", "bootstrap")} {
-		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, p)
-		}
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("missing %s: run `make build-host rie` first (make test does)", strings.Join(missing, ", "))
+	if msg := missingBinaries(); msg != "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
@@ -77,7 +70,22 @@ func requireBinaries(t *testing.T) (rie, dist string) {
 	return rie, dist
 }
 
-func freeAddr(t *testing.T) string {
+// missingBinaries names the binaries `make build-host rie` has not built,
+// or is empty.
+func missingBinaries() string {
+	var missing []string
+	for _, p := range []string{rieBinary, filepath.Join(distHost, "execute", "bootstrap"), filepath.Join(distHost, "project", "bootstrap")} {
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("missing %s: run `make build-host rie` first (make test does)", strings.Join(missing, ", "))
+}
+
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,6 +103,10 @@ type function struct {
 	name string
 	url  string
 	out  *lockedBuffer
+	// stop sends SIGTERM to the emulator's process group, waits for it to
+	// exit (SIGKILL after 5 s) and returns whether it exited by itself. It
+	// runs once; the test's cleanup calls it too.
+	stop func() bool
 }
 
 var client = &http.Client{Timeout: 20 * time.Second}
@@ -105,7 +117,7 @@ var client = &http.Client{Timeout: 20 * time.Second}
 // to the function). The emulator's process group is killed when the test
 // ends. A port taken by another process between the choice and the bind
 // is retried with new ports.
-func startFunction(t *testing.T, fn, label string, env map[string]string) *function {
+func startFunction(t testing.TB, fn, label string, env map[string]string) *function {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		f, err := launch(t, fn, label, env)
@@ -118,7 +130,7 @@ func startFunction(t *testing.T, fn, label string, env map[string]string) *funct
 	}
 }
 
-func launch(t *testing.T, fn, label string, env map[string]string) (*function, error) {
+func launch(t testing.TB, fn, label string, env map[string]string) (*function, error) {
 	t.Helper()
 	rie, dist := requireBinaries(t)
 	invokeAddr, runtimeAddr := freeAddr(t), freeAddr(t)
@@ -145,15 +157,20 @@ func launch(t *testing.T, fn, label string, env map[string]string) (*function, e
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() bool {
 		pgid := cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-exited:
+			return true
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			<-exited
+			return false
 		}
+	})
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("%s emulator output:\n%s", label, out)
 		}
@@ -163,7 +180,7 @@ func launch(t *testing.T, fn, label string, env map[string]string) (*function, e
 		conn, err := net.DialTimeout("tcp", invokeAddr, 200*time.Millisecond)
 		if err == nil {
 			_ = conn.Close()
-			return &function{name: label, url: "http://" + invokeAddr + "/2015-03-31/functions/function/invocations", out: out}, nil
+			return &function{name: label, url: "http://" + invokeAddr + "/2015-03-31/functions/function/invocations", out: out, stop: stop}, nil
 		}
 		select {
 		case <-exited:
@@ -178,7 +195,7 @@ func launch(t *testing.T, fn, label string, env map[string]string) (*function, e
 }
 
 // invoke posts one event to the emulator and returns its status and body.
-func (f *function) invoke(t *testing.T, payload any) (int, []byte) {
+func (f *function) invoke(t testing.TB, payload any) (int, []byte) {
 	t.Helper()
 	body, err := json.Marshal(payload)
 	if err != nil {
@@ -197,7 +214,7 @@ func (f *function) invoke(t *testing.T, payload any) (int, []byte) {
 }
 
 // invokeOK invokes and requires the emulator's 200 (the function answered).
-func (f *function) invokeOK(t *testing.T, payload any) []byte {
+func (f *function) invokeOK(t testing.TB, payload any) []byte {
 	t.Helper()
 	status, out := f.invoke(t, payload)
 	if status != http.StatusOK {
@@ -300,7 +317,7 @@ func (r request) event() events.APIGatewayV2HTTPRequest {
 }
 
 // do sends an HTTP API request and returns the function's HTTP answer.
-func (f *function) do(t *testing.T, r request) events.APIGatewayV2HTTPResponse {
+func (f *function) do(t testing.TB, r request) events.APIGatewayV2HTTPResponse {
 	t.Helper()
 	out := f.invokeOK(t, r.event())
 	var resp events.APIGatewayV2HTTPResponse

@@ -8,12 +8,18 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/push"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // DefaultPushTimeout is the default deadline of one push
 // (EVENTCORE_PUSH_TIMEOUT).
 const DefaultPushTimeout = 250 * time.Millisecond
+
+// deadlineMargin is left free before the caller's deadline (on Lambda the
+// invocation's), for the answer to get out once the push ended.
+const deadlineMargin = 100 * time.Millisecond
 
 // Pusher sends the registry to a Pushgateway under the grouping key
 // job=<job>, instance=<instance>. A push never fails its caller: errors are
@@ -43,18 +49,50 @@ func NewPusher(m *Metrics, gatewayURL, job, instance string, timeout time.Durati
 	if logger == nil {
 		logger = slog.Default()
 	}
+	p := &Pusher{timeout: timeout, log: logger, url: gatewayURL}
+	// A source that cannot be read (the projection status) leaves out its
+	// own series, not the whole push.
+	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		families, err := m.Registry.Gather()
+		if err != nil && len(families) > 0 {
+			p.log.Warn("metrics partly gathered", "error", err.Error())
+			err = nil
+		}
+		return families, err
+	})
 	client := &http.Client{Timeout: timeout}
-	p := push.New(gatewayURL, job).Gatherer(m.Registry).Grouping("instance", instance).Client(client)
-	return &Pusher{pusher: p, timeout: timeout, log: logger, url: gatewayURL}, nil
+	p.pusher = push.New(gatewayURL, job).Gatherer(gather).Grouping("instance", instance).Client(client)
+	return p, nil
 }
 
 // Push adds the current values to the gateway, replacing only the metric
-// families pushed (POST), within the push timeout. It returns the error for
-// tests and benchmarks; callers in handlers ignore it, since it is logged.
+// families pushed (POST), within the push timeout and ending a margin
+// before ctx's deadline, if any (ctx's cancellation does not stop it). It
+// returns the error for tests and benchmarks; callers in handlers ignore
+// it, since it is logged.
 func (p *Pusher) Push(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	limit := p.timeout
+	if deadline, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(deadline)-deadlineMargin)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
-	if err := p.pusher.AddContext(ctx); err != nil {
+	// Gathering reads the databases and does not see ctx: the push returns
+	// at its deadline all the same, and the cancelled ctx keeps a gathering
+	// that ends later from sending anything.
+	done := make(chan error, 1)
+	go func() { done <- p.pusher.AddContext(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		select {
+		case err = <-done: // finished at the deadline
+		default:
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
 		p.log.Warn("metrics push failed", "gateway", p.url, "error", err.Error())
 		return err
 	}

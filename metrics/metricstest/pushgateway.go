@@ -35,7 +35,9 @@ func StartPushgateway(t testing.TB) string {
 		t.Skipf("%s is not installed (apt-get install prometheus-pushgateway)", Binary)
 	}
 	addr := FreeAddr(t)
-	cmd := exec.Command(bin, "--web.listen-address="+addr, "--persistence.interval=0s")
+	// Debian's gateway persists to /var/lib/prometheus/pushgateway.data by
+	// default: every test gateway would share what earlier ones held.
+	cmd := exec.Command(bin, "--web.listen-address="+addr, "--persistence.file=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -1,0 +1,426 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/metrics/metricstest"
+)
+
+// The grouping key of the functions' pushes: the job is the function's name
+// (AWS_LAMBDA_FUNCTION_NAME, set explicitly: the emulator's default,
+// test_function, is the same for both functions), the instance its log
+// stream (AWS_LAMBDA_LOG_STREAM_NAME, $LATEST for every emulator unless
+// set). The names have the shape Lambda gives them, with a "/" the
+// gateway's URL needs encoded.
+const (
+	executeJob     = "eventcore-execute"
+	projectJob     = "eventcore-project"
+	executeStreamA = "2026/01/02/[$LATEST]0a1b2c3d4e5f4a5b8c9d0e1f2a3b4c5d"
+	executeStreamB = "2026/01/02/[$LATEST]f5e4d3c2b1a04f9e8d7c6b5a49382716"
+	projectStream  = "2026/01/02/[$LATEST]77aa88bb99cc4ddd8eee9fff00112233"
+)
+
+// lambdaEnv is the environment of a function over the databases in dir
+// that pushes to gateway (none when empty) under job and instance.
+func lambdaEnv(dir, gateway, job, instance string, extra ...string) map[string]string {
+	env := map[string]string{
+		"EVENTCORE_ALLOW_EPHEMERAL":  "true",
+		"EVENTCORE_DB":               filepath.Join(dir, "events.db"),
+		"EVENTCORE_READ_DB":          filepath.Join(dir, "projections.db"),
+		"AWS_LAMBDA_FUNCTION_NAME":   job,
+		"AWS_LAMBDA_LOG_STREAM_NAME": instance,
+	}
+	if gateway != "" {
+		env["EVENTCORE_PUSHGATEWAY_URL"] = gateway
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return env
+}
+
+// gatewayFamilies reads what the gateway holds.
+func gatewayFamilies(t testing.TB, gateway string) map[string]*dto.MetricFamily {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	families, err := metricstest.Families(ctx, gateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
+}
+
+// seriesOf returns the families that hold at least one series with all
+// of labels.
+func seriesOf(families map[string]*dto.MetricFamily, labels map[string]string) []string {
+	var names []string
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			if matches(m, labels) {
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func matches(m *dto.Metric, labels map[string]string) bool {
+	have := map[string]string{}
+	for _, l := range m.GetLabel() {
+		have[l.GetName()] = l.GetValue()
+	}
+	for k, v := range labels {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sample is one expected series: its family, the labels besides job and
+// instance, and its value (the sample count for a histogram).
+type sample struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+func l(kv ...string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+// wantSeries checks samples in the group job, instance.
+func wantSeries(t *testing.T, families map[string]*dto.MetricFamily, job, instance string, samples []sample) {
+	t.Helper()
+	for _, s := range samples {
+		labels := l("job", job, "instance", instance)
+		for k, v := range s.labels {
+			labels[k] = v
+		}
+		got, ok := metricstest.Value(families, s.name, labels)
+		if !ok || got != s.want {
+			t.Errorf("%s%v = %v (found %v), want %v", s.name, labels, got, ok, s.want)
+		}
+	}
+}
+
+// command runs an HTTP API command and returns its answer and the events it
+// recorded.
+func command(t *testing.T, f *function, name, body string, status int) (events.APIGatewayV2HTTPResponse, int) {
+	t.Helper()
+	resp := f.do(t, post(name, body))
+	if resp.StatusCode != status {
+		t.Fatalf("%s %s answered %d, want %d: %s", name, body, resp.StatusCode, status, resp.Body)
+	}
+	if status != http.StatusOK {
+		return resp, 0
+	}
+	var res handler.CommandResponse
+	if err := json.Unmarshal([]byte(resp.Body), &res); err != nil {
+		t.Fatalf("%s answered %s: %v", name, resp.Body, err)
+	}
+	return resp, len(res.Events)
+}
+
+// TestLambdaMetricsInPushgateway runs commands through two instances of the
+// execute function and a scheduled run and a read through the project
+// function, each under its own emulator and all pushing to one real
+// Pushgateway, and checks what the gateway holds, group by group. Stopping
+// an instance (SIGTERM to its emulator, which terminates the bootstrap the
+// way Lambda does when an extension is registered, here the one
+// lambda.WithEnableSIGTERM registers) deletes its group.
+func TestLambdaMetricsInPushgateway(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	gateway := metricstest.StartPushgateway(t)
+	data := t.TempDir()
+	execA := startFunction(t, "execute", "execute A", lambdaEnv(data, gateway, executeJob, executeStreamA))
+
+	writtenA := 0
+	for _, c := range []struct {
+		name, body string
+		status     int
+		code       string
+	}{
+		{"open-account", `{"account":"alice","owner":"Alice"}`, http.StatusOK, ""},
+		{"open-account", `{"account":"bob","owner":"Bob"}`, http.StatusOK, ""},
+		{"deposit", `{"account":"alice","amount":1000}`, http.StatusOK, ""},
+		{"deposit", `{"account":"bob","amount":50}`, http.StatusOK, ""},
+		{"transfer", `{"from":"alice","to":"bob","amount":100}`, http.StatusOK, ""},
+		{"withdraw", `{"account":"bob","amount":1000}`, http.StatusUnprocessableEntity, "insufficient_funds"},
+		{"deposit", `{"account":"alice","amount":1.5}`, http.StatusBadRequest, "invalid_request"},
+	} {
+		resp, n := command(t, execA, c.name, c.body, c.status)
+		if c.code != "" {
+			wantError(t, resp, c.status, c.code)
+		}
+		writtenA += n
+	}
+	if writtenA != 6 {
+		t.Fatalf("the commands recorded %d events, want 6 (2 opens, 2 deposits, a transfer's debit and credit)", writtenA)
+	}
+
+	execB := startFunction(t, "execute", "execute B", lambdaEnv(data, gateway, executeJob, executeStreamB))
+	resp := execB.do(t, post("deposit", `{"account":"alice","amount":5}`))
+	head := lastPosition(t, decodeOK[handler.CommandResponse](t, resp))
+	if head != 7 {
+		t.Fatalf("head after instance B's deposit is %d, want 7", head)
+	}
+
+	project := startFunction(t, "project", "project", lambdaEnv(data, gateway, projectJob, projectStream))
+	scheduled := events.EventBridgeEvent{
+		Version: "0", ID: "0c6d2a5e-6a3f-4f39-9a35-3f0f5e0f9a11", DetailType: "Scheduled Event",
+		Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
+		Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
+		Detail:    json.RawMessage(`{}`),
+	}
+	var report scheduleReport
+	if out := project.invokeOK(t, scheduled); json.Unmarshal(out, &report) != nil || len(report.Projections) != 2 {
+		t.Fatalf("scheduled run answered %s", out)
+	}
+	b := decodeOK[balance](t, project.do(t, get(fmt.Sprintf("/accounts/alice?min_position=%d", head))))
+	if b.Balance != 905 {
+		t.Fatalf("alice: %+v, want a balance of 905", b)
+	}
+
+	// Each invocation pushed before it answered: no waiting.
+	families := gatewayFamilies(t, gateway)
+	t.Run("execute instance A", func(t *testing.T) {
+		wantSeries(t, families, executeJob, executeStreamA, []sample{
+			{"eventcore_commands_total", l("command", "open-account", "outcome", "ok"), 2},
+			{"eventcore_commands_total", l("command", "deposit", "outcome", "ok"), 2},
+			{"eventcore_commands_total", l("command", "transfer", "outcome", "ok"), 1},
+			{"eventcore_commands_total", l("command", "withdraw", "outcome", "rejected"), 1},
+			{"eventcore_commands_total", l("command", "deposit", "outcome", "rejected"), 1},
+			{"eventcore_events_written_total", nil, 6},
+			{"eventcore_command_duration_seconds", l("command", "open-account"), 2},
+			{"eventcore_command_duration_seconds", l("command", "deposit"), 3},
+			{"eventcore_command_duration_seconds", l("command", "transfer"), 1},
+			{"eventcore_command_duration_seconds", l("command", "withdraw"), 1},
+			// The invalid deposit never reached the executor: no attempt.
+			{"eventcore_command_attempts", l("command", "deposit"), 2},
+			// One append per command that recorded events; a rejection
+			// appends nothing.
+			{"eventcore_store_operation_duration_seconds", l("operation", "append"), 5},
+			{"eventcore_version_conflicts_total", nil, 0},
+			{"eventcore_command_retries_total", nil, 0},
+			{"eventcore_active_streams", nil, 2},
+		})
+		for _, outcome := range []string{"conflict", "error"} {
+			if n := len(seriesOf(families, l("job", executeJob, "outcome", outcome))); n != 0 {
+				t.Errorf("%d series with outcome %s", n, outcome)
+			}
+		}
+		group := l("job", executeJob, "instance", executeStreamA)
+		for _, name := range []string{
+			"eventcore_cache_hits_total", "eventcore_cache_partial_hits_total", "eventcore_cache_caught_up_events_total",
+			"eventcore_cache_misses_total", "eventcore_cache_evictions_total", "eventcore_cache_bytes",
+		} {
+			if _, ok := metricstest.Value(families, name, group); !ok {
+				t.Errorf("%s%v is missing", name, group)
+			}
+		}
+		hits, _ := metricstest.Value(families, "eventcore_cache_hits_total", group)
+		partial, _ := metricstest.Value(families, "eventcore_cache_partial_hits_total", group)
+		misses, _ := metricstest.Value(families, "eventcore_cache_misses_total", group)
+		if hits+partial+misses == 0 {
+			t.Error("the cache counted no hit, partial hit or miss over 6 executed commands")
+		}
+		if size, ok := metricstest.Value(families, "eventcore_database_size_bytes", l("job", executeJob, "instance", executeStreamA, "database", "events")); !ok || size <= 0 {
+			t.Errorf("events database size %v (found %v)", size, ok)
+		}
+	})
+	t.Run("execute instance B", func(t *testing.T) {
+		wantSeries(t, families, executeJob, executeStreamB, []sample{
+			{"eventcore_commands_total", l("command", "deposit", "outcome", "ok"), 1},
+			{"eventcore_events_written_total", nil, 1},
+			{"eventcore_command_duration_seconds", l("command", "deposit"), 1},
+			{"eventcore_store_operation_duration_seconds", l("operation", "append"), 1},
+		})
+		got := metricstest.Instances(families, "eventcore_commands_total", executeJob)
+		slices.Sort(got)
+		if want := []string{executeStreamA, executeStreamB}; !slices.Equal(got, want) {
+			t.Errorf("execute groups %q, want %q", got, want)
+		}
+	})
+	t.Run("project", func(t *testing.T) {
+		wantSeries(t, families, projectJob, projectStream, []sample{
+			// Nothing read the projections before the scheduled run.
+			{"eventcore_projection_events_applied_total", l("projection", "balances"), float64(head)},
+			{"eventcore_projection_events_applied_total", l("projection", "history"), float64(head)},
+			{"eventcore_projection_checkpoint_position", l("projection", "balances"), float64(head)},
+			{"eventcore_projection_checkpoint_position", l("projection", "history"), float64(head)},
+			{"eventcore_projection_head_position", nil, float64(head)},
+			{"eventcore_projection_lag_events", l("projection", "balances"), 0},
+			{"eventcore_projection_lag_events", l("projection", "history"), 0},
+			{"eventcore_projection_dead_letters", l("projection", "balances"), 0},
+			{"eventcore_projection_dead_letters", l("projection", "history"), 0},
+		})
+		if n, ok := metricstest.Value(families, "eventcore_store_operation_duration_seconds",
+			l("job", projectJob, "instance", projectStream, "operation", "read_feed")); !ok || n < 1 {
+			t.Errorf("project read the feed %v times (found %v)", n, ok)
+		}
+		if got := metricstest.Instances(families, "eventcore_commands_total", projectJob); len(got) != 0 {
+			t.Errorf("the project function pushed command counts: %q", got)
+		}
+		if got := metricstest.Instances(families, "eventcore_projection_events_applied_total", projectJob); !slices.Equal(got, []string{projectStream}) {
+			t.Errorf("project groups %q", got)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("stopped instance deletes its group", func(t *testing.T) {
+		if !execB.stop() {
+			t.Fatal("the emulator of instance B did not exit within 5 s of SIGTERM")
+		}
+		if strings.Contains(execB.out.String(), "metrics delete failed") {
+			t.Fatalf("instance B could not delete its group:\n%s", execB.out)
+		}
+		families := gatewayFamilies(t, gateway)
+		if left := seriesOf(families, l("job", executeJob, "instance", executeStreamB)); len(left) != 0 {
+			t.Fatalf("after instance B stopped the gateway still holds its series of %q", left)
+		}
+		if got := metricstest.Instances(families, "eventcore_commands_total", executeJob); !slices.Equal(got, []string{executeStreamA}) {
+			t.Errorf("after instance B stopped: execute groups %q, want only A's", got)
+		}
+		if got, ok := metricstest.Value(families, "eventcore_events_written_total", l("job", executeJob, "instance", executeStreamA)); !ok || got != 6 {
+			t.Errorf("instance A's events written = %v (found %v) after B stopped, want 6", got, ok)
+		}
+	})
+}
+
+// TestLambdaPushToUnresponsiveGateway points the execute function at a
+// gateway that accepts connections and never answers: commands still
+// answer, within the push timeout, and the failure is logged.
+func TestLambdaPushToUnresponsiveGateway(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	hole := metricstest.BlackHole(t)
+	fn := startFunction(t, "execute", "execute (unresponsive gateway)",
+		lambdaEnv(t.TempDir(), hole, executeJob, executeStreamA, "EVENTCORE_PUSH_TIMEOUT", "100ms"))
+	command(t, fn, "open-account", `{"account":"alice","owner":"Alice"}`, http.StatusOK)
+	start := time.Now()
+	_, n := command(t, fn, "deposit", `{"account":"alice","amount":10}`, http.StatusOK)
+	took := time.Since(start)
+	if n != 1 {
+		t.Fatalf("the deposit recorded %d events", n)
+	}
+	// The push waits for its 100ms deadline; a generous bound, for loaded
+	// machines, that a push without one (the gateway never answers) would
+	// exceed.
+	if took < 100*time.Millisecond || took > 5*time.Second {
+		t.Errorf("a deposit with an unresponsive gateway took %v, want the 100ms push timeout and a little", took)
+	}
+	t.Logf("deposit with an unresponsive gateway: %v", took)
+	var failures []string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		failures = failures[:0]
+		for _, line := range strings.Split(fn.out.String(), "\n") {
+			if strings.Contains(line, "metrics push failed") {
+				failures = append(failures, line)
+			}
+		}
+		if len(failures) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(failures) != 2 {
+		t.Fatalf("%d push failures logged, want one per invocation (2):\n%s", len(failures), fn.out)
+	}
+	for _, line := range failures {
+		if !strings.Contains(line, "deadline exceeded") || !strings.Contains(line, hole) {
+			t.Errorf("the push failure does not name the gateway and the deadline: %s", line)
+		}
+	}
+}
+
+// TestLambdaPushEndsBeforeTheInvocationDeadline gives the project function
+// a push timeout longer than what is left of a 2 s invocation once a read
+// waiting for ?min_position gives up (half a second), and a gateway that
+// never answers: the push must stop before the deadline, so that the
+// function still answers 503 projection_behind instead of timing out.
+func TestLambdaPushEndsBeforeTheInvocationDeadline(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	hole := metricstest.BlackHole(t)
+	fn := startFunction(t, "project", "project (2 s timeout, 5 s push timeout)",
+		lambdaEnv(t.TempDir(), hole, projectJob, projectStream, "EVENTCORE_PUSH_TIMEOUT", "5s", "AWS_LAMBDA_FUNCTION_TIMEOUT", "2"))
+	// A machine too loaded to answer within the margins may time out once,
+	// as in TestLambdaEndToEnd's "projection behind".
+	var resp events.APIGatewayV2HTTPResponse
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		status, out := fn.invoke(t, get("/accounts/alice?min_position=1000000").event())
+		elapsed := time.Since(start)
+		if status != http.StatusOK {
+			t.Fatalf("invoke answered %d after %v: %s", status, elapsed, out)
+		}
+		if err := json.Unmarshal(out, &resp); err == nil && resp.StatusCode != 0 {
+			break
+		}
+		if attempt == 2 || !strings.HasPrefix(string(out), "Task timed out") {
+			t.Fatalf("after %v the emulator answered %s, not the function's 503", elapsed, out)
+		}
+		t.Logf("attempt %d: after %v the emulator answered %s; trying again", attempt, elapsed, out)
+	}
+	wantError(t, resp, http.StatusServiceUnavailable, "projection_behind")
+	if !strings.Contains(fn.out.String(), "metrics push failed") {
+		t.Errorf("the push cut short at the deadline was not logged:\n%s", fn.out)
+	}
+}
+
+// BenchmarkInvokeWithPush measures a deposit invoked through the emulator
+// without a gateway, with a live one and with one that never answers
+// (bounded by EVENTCORE_PUSH_TIMEOUT=50ms): the difference is what the
+// push after each invocation adds.
+func BenchmarkInvokeWithPush(b *testing.B) {
+	if msg := missingBinaries(); msg != "" {
+		b.Skip(msg)
+	}
+	for _, c := range []struct {
+		name    string
+		gateway func(testing.TB) string
+	}{{"none", nil}, {"live", metricstest.StartPushgateway}, {"unresponsive", metricstest.BlackHole}} {
+		b.Run("gateway="+c.name, func(b *testing.B) {
+			url := ""
+			if c.gateway != nil {
+				url = c.gateway(b)
+			}
+			fn := startFunction(b, "execute", "execute ("+c.name+" gateway)",
+				lambdaEnv(b.TempDir(), url, "bench", "bench-"+c.name, "EVENTCORE_PUSH_TIMEOUT", "50ms"))
+			if resp := fn.do(b, post("open-account", `{"account":"alice","owner":"Alice"}`)); resp.StatusCode != http.StatusOK {
+				b.Fatalf("open-account answered %d: %s", resp.StatusCode, resp.Body)
+			}
+			deposit := post("deposit", `{"account":"alice","amount":1}`).event()
+			for b.Loop() {
+				if out := fn.invokeOK(b, deposit); !strings.Contains(string(out), `"statusCode":200`) {
+					b.Fatalf("deposit answered %s", out)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/invocation")
+		})
+	}
+}
