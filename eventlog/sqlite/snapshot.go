@@ -28,7 +28,7 @@ func (s *Store) LoadSnapshot(ctx context.Context, key string) (eventlog.Snapshot
 	}
 	var streams string
 	var state []byte
-	err := s.read.QueryRowContext(ctx, `SELECT streams, state FROM snapshots WHERE key = ?`, key).Scan(&streams, &state)
+	err := s.loadSnapshot.QueryRowContext(ctx, key).Scan(&streams, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return eventlog.Snapshot{}, false, nil
 	}

@@ -39,6 +39,11 @@ type Store struct {
 	path   string
 	writer *writer
 	read   *sql.DB
+	// Statements prepared once; database/sql prepares each on a reader
+	// connection the first time that connection runs it.
+	readStream, lookupCommand, loadSnapshot, head *sql.Stmt
+	// probes[n] reads the versions of n streams, for small n.
+	probes [maxPreparedProbe + 1]*sql.Stmt
 
 	mu       sync.RWMutex // guards closed; held for reading while a call starts
 	closed   bool
@@ -88,7 +93,50 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(opts.Readers)
 	rdb.SetMaxIdleConns(opts.Readers)
 	rdb.SetConnMaxIdleTime(0)
-	return &Store{opts: opts, path: path, writer: w, read: rdb}, nil
+	s := &Store{opts: opts, path: path, writer: w, read: rdb}
+	if err := s.prepare(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("sqlite: open %s: %w", path, err), s.closeStatements(), rdb.Close(), w.close())
+	}
+	return s, nil
+}
+
+// maxPreparedProbe is the largest stream count whose version probe is
+// prepared in advance; larger probes are prepared per call.
+const maxPreparedProbe = 8
+
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&s.readStream, `SELECT position, version, type, data, metadata, recorded_at FROM events
+			WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?`},
+		{&s.lookupCommand, `SELECT first_position, last_position FROM commands WHERE command_id = ?`},
+		{&s.loadSnapshot, `SELECT streams, state FROM snapshots WHERE key = ?`},
+		{&s.head, `SELECT COALESCE(MAX(position), 0) FROM events`},
+	} {
+		var err error
+		if *p.stmt, err = s.read.PrepareContext(ctx, p.sql); err != nil {
+			return err
+		}
+	}
+	for n := 1; n <= maxPreparedProbe; n++ {
+		var err error
+		if s.probes[n], err = s.read.PrepareContext(ctx, probeSQL(n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) closeStatements() error {
+	var errs []error
+	for _, st := range append([]*sql.Stmt{s.readStream, s.lookupCommand, s.loadSnapshot, s.head}, s.probes[:]...) {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Path returns the database file's path.
@@ -121,7 +169,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.inflight.Wait()
 	werr := s.writer.close()
-	rerr := s.read.Close()
+	rerr := errors.Join(s.closeStatements(), s.read.Close())
 	return errors.Join(werr, rerr)
 }
 
@@ -178,10 +226,7 @@ func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, af
 		return nil, err
 	}
 	defer s.inflight.Done()
-	rows, err := s.read.QueryContext(ctx,
-		`SELECT position, version, type, data, metadata, recorded_at FROM events
-		 WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?`,
-		stream.String(), int64(after), readPageSize)
+	rows, err := s.readStream.QueryContext(ctx, stream.String(), int64(after), readPageSize)
 	if err != nil {
 		return nil, s.readErr("read stream", ctx, err)
 	}
@@ -239,7 +284,7 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	}
 	for start := 0; start < len(ids); start += maxParams {
 		chunk := ids[start:min(start+maxParams, len(ids))]
-		if err := versionsOf(ctx, q, chunk, func(id string, v eventlog.Version) {
+		if err := s.versionsOf(ctx, q, chunk, func(id string, v eventlog.Version) {
 			for _, i := range index[id] {
 				out[i] = v
 			}
@@ -250,20 +295,34 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	return out, nil
 }
 
-// versionsOf calls found with the current version of each of ids, with one
-// index seek per stream.
-func versionsOf(ctx context.Context, q queryer, ids []string, found func(string, eventlog.Version)) error {
-	args := make([]any, len(ids))
+// probeSQL reads n streams' versions: one index seek per stream, the ids
+// bound as ?1 to ?n.
+func probeSQL(n int) string {
 	var text strings.Builder
-	for i, id := range ids {
-		args[i] = id
+	for i := range n {
 		if i > 0 {
 			text.WriteString(" UNION ALL ")
 		}
-		n := strconv.Itoa(i + 1)
-		text.WriteString("SELECT ?" + n + ", (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?" + n + ")")
+		k := strconv.Itoa(i + 1)
+		text.WriteString("SELECT ?" + k + ", (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?" + k + ")")
 	}
-	rows, err := q.QueryContext(ctx, text.String(), args...)
+	return text.String()
+}
+
+// versionsOf calls found with the current version of each of ids, with one
+// index seek per stream.
+func (s *Store) versionsOf(ctx context.Context, q queryer, ids []string, found func(string, eventlog.Version)) error {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	var rows *sql.Rows
+	var err error
+	if _, inTx := q.(*sql.Tx); !inTx && len(ids) <= maxPreparedProbe {
+		rows, err = s.probes[len(ids)].QueryContext(ctx, args...)
+	} else {
+		rows, err = q.QueryContext(ctx, probeSQL(len(ids)), args...)
+	}
 	if err != nil {
 		return err
 	}
@@ -345,7 +404,7 @@ func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog
 	// No transaction: the command row and its events were committed
 	// together, and events never change.
 	var first, last int64
-	err := s.read.QueryRowContext(ctx, `SELECT first_position, last_position FROM commands WHERE command_id = ?`, commandID).Scan(&first, &last)
+	err := s.lookupCommand.QueryRowContext(ctx, commandID).Scan(&first, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -366,7 +425,7 @@ func (s *Store) Head(ctx context.Context) (eventlog.Position, error) {
 	}
 	defer s.inflight.Done()
 	var head int64
-	if err := s.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(&head); err != nil {
+	if err := s.head.QueryRowContext(ctx).Scan(&head); err != nil {
 		return 0, s.readErr("head", ctx, err)
 	}
 	return eventlog.Position(head), nil

@@ -75,6 +75,7 @@ type writer struct {
 	maxBatch int
 
 	version, insert, commandGet, commandPut *sql.Stmt
+	begin, commitStmt                       *sql.Stmt
 }
 
 func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
@@ -92,6 +93,8 @@ func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
 		stmt **sql.Stmt
 		sql  string
 	}{
+		{&w.begin, `BEGIN IMMEDIATE`},
+		{&w.commitStmt, `COMMIT`},
 		{&w.version, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?`},
 		{&w.insert, `INSERT INTO events (stream_id, version, type, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?)`},
 		{&w.commandGet, `SELECT first_position, last_position FROM commands WHERE command_id = ?`},
@@ -187,7 +190,7 @@ func (w *writer) commit(batch []*appendCall) {
 // a whole failed and nothing was written.
 func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
 	ctx := context.Background()
-	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return nil, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
@@ -235,7 +238,7 @@ func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
 			}
 		}
 	}
-	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+	if _, err := w.commitStmt.ExecContext(ctx); err != nil {
 		w.rollback()
 		return nil, err
 	}
@@ -337,7 +340,7 @@ func (w *writer) close() error {
 	close(w.quit)
 	<-w.stopped
 	var errs []error
-	for _, st := range []*sql.Stmt{w.version, w.insert, w.commandGet, w.commandPut} {
+	for _, st := range []*sql.Stmt{w.begin, w.commitStmt, w.version, w.insert, w.commandGet, w.commandPut} {
 		errs = append(errs, st.Close())
 	}
 	errs = append(errs, w.conn.Close(), w.db.Close())
