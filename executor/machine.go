@@ -146,6 +146,10 @@ type machine[S, E any] struct {
 	replayed     int                        // events folded this attempt
 	cacheOutcome string
 	result       Result // kept while a snapshot is saved
+
+	// A failed decision kept while the command id is looked up again.
+	failedResult Result
+	failure      error
 }
 
 // newMachine makes a machine; snapshots says whether the store can keep
@@ -224,6 +228,15 @@ func (m *machine[S, E]) start() effect {
 
 // lookedUp takes the outcome of effectLookup.
 func (m *machine[S, E]) lookedUp(records []eventlog.Record, found bool, err error) effect {
+	if m.failure != nil {
+		// The second look-up, after a failed decision: an execution with
+		// the same key may have committed between the first look-up and
+		// this attempt's reads, so that Handle refused its own effects.
+		if err == nil && found {
+			return done(Result{Events: records, Duplicate: true}, nil)
+		}
+		return done(m.failedResult, m.failure)
+	}
 	switch {
 	case err != nil:
 		return done(Result{}, fmt.Errorf("executor: look up command id: %w", err))
@@ -231,6 +244,17 @@ func (m *machine[S, E]) lookedUp(records []eventlog.Record, found bool, err erro
 		return done(Result{Events: records, Duplicate: true}, nil)
 	}
 	return m.beginAttempt()
+}
+
+// fail ends the execution with a business-rule or concurrency error. With
+// an idempotency key the key is looked up once more first: a concurrent
+// execution with the same key that committed meanwhile answers instead.
+func (m *machine[S, E]) fail(r Result, err error) effect {
+	if m.opts.CommandID == "" {
+		return done(r, err)
+	}
+	m.failedResult, m.failure = r, err
+	return effect{kind: effectLookup}
 }
 
 func (m *machine[S, E]) beginAttempt() effect {
@@ -466,7 +490,7 @@ func (m *machine[S, E]) discover() error {
 func (m *machine[S, E]) decide() effect {
 	emits, err := m.cmd.Handle(m.state)
 	if err != nil {
-		return done(m.outcome(), err)
+		return m.fail(m.outcome(), err)
 	}
 	if len(emits) == 0 {
 		// The state is exactly the state at the versions read: keep it.
@@ -501,6 +525,7 @@ func (m *machine[S, E]) appended(res eventlog.AppendResult, err error) effect {
 		r := m.outcome()
 		r.Events, r.Duplicate = res.Records, res.Duplicate
 		if res.Duplicate {
+			r.Attempts = 0 // an earlier execution with the same key answered
 			return done(r, nil)
 		}
 		// The append proved the versions read were current, so the new
@@ -518,7 +543,7 @@ func (m *machine[S, E]) appended(res eventlog.AppendResult, err error) effect {
 	}
 	delay, retry := m.opts.Retry.Delay(m.attempt)
 	if !retry {
-		return done(m.outcome(), &ConcurrencyError{Attempts: m.attempt, Last: conflict})
+		return m.fail(m.outcome(), &ConcurrencyError{Attempts: m.attempt, Last: conflict})
 	}
 	if m.opts.OnRetry != nil {
 		m.opts.OnRetry(RetryInfo{Attempt: m.attempt, Delay: delay, Conflict: conflict})

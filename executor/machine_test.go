@@ -898,9 +898,49 @@ func TestMachineDuplicateOnAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(res, Result{Attempts: 1, Events: recorded, Duplicate: true}) {
-		t.Errorf("result %+v", res)
+	if !reflect.DeepEqual(res, Result{Attempts: 0, Events: recorded, Duplicate: true}) {
+		t.Errorf("result %+v, want the first execution's events and 0 attempts", res)
 	}
+}
+
+// A keyed execution that loses the race to another with the same key sees
+// that execution's events in its state, so Handle refuses; the key is then
+// looked up again and the first execution's events answer.
+func TestMachineFailedDecisionLooksTheKeyUpAgain(t *testing.T) {
+	recorded := []eventlog.Record{rec(t, "A", 1, incremented{By: 1})}
+	for _, committedMeanwhile := range []bool{true, false} {
+		w := newWorld(t, incs(t, "A", 1))
+		lookups := 0
+		w.lookup = func() ([]eventlog.Record, bool, error) {
+			lookups++
+			if lookups == 2 && committedMeanwhile {
+				return recorded, true, nil
+			}
+			return nil, false, nil
+		}
+		refuse := errors.New("refused: already done")
+		cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) { return nil, refuse }}
+		res, err := w.drive(newTestMachine(cmd, Options{CommandID: "cmd-1"}))
+		w.wantTrace("lookup", "read A", "lookup", "done")
+		if committedMeanwhile {
+			if err != nil || !res.Duplicate || res.Attempts != 0 || !reflect.DeepEqual(res.Events, recorded) {
+				t.Errorf("committed meanwhile: %+v, %v; want the first execution's events", res, err)
+			}
+		} else if !errors.Is(err, refuse) || res.Duplicate {
+			t.Errorf("not committed: %+v, %v; want Handle's error", res, err)
+		}
+	}
+}
+
+// Without a key a refusal is final at once: no second look-up.
+func TestMachineFailedDecisionWithoutKey(t *testing.T) {
+	w := newWorld(t, incs(t, "A", 1))
+	refuse := errors.New("refused")
+	cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) { return nil, refuse }}
+	if _, err := w.drive(newTestMachine(cmd, Options{})); !errors.Is(err, refuse) {
+		t.Fatal(err)
+	}
+	w.wantTrace("read A", "done")
 }
 
 func TestMachineInvalidCommandID(t *testing.T) {

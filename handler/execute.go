@@ -282,8 +282,6 @@ func (x *Execute) classify(ctx context.Context, name string, err error) *Error {
 		return InvalidRequest("%v", invalid.err)
 	case errors.Is(err, executor.ErrConcurrency):
 		return Errorf(http.StatusConflict, "concurrency", "the command kept conflicting with concurrent commands; retry it")
-	case errors.Is(err, eventlog.ErrInvalid):
-		return InvalidRequest("%v", err)
 	}
 	if x.reg.errorMapper != nil {
 		if e := x.reg.errorMapper(err); e != nil {

@@ -166,12 +166,15 @@ func (w *writer) take(batch []*appendCall, c *appendCall) []*appendCall {
 
 // commit runs batch in one transaction and delivers every outcome. With more
 // than one append, each runs inside its own savepoint so that a conflict
-// rolls back only that append. A database failure other than a conflict
-// rolls back the whole transaction and the appends are run again one by one,
-// so that one append's failure never fails another.
+// rolls back only that append. A database failure other than a conflict,
+// after the transaction began, rolls back the whole transaction and the
+// appends are run again one by one, so that one append's failure never
+// fails another. A failure to begin (another process held the lock past
+// the busy timeout) is every append's answer at once: running them one by
+// one would only wait the timeout again for each.
 func (w *writer) commit(batch []*appendCall) {
-	outcomes, err := w.commitTx(batch)
-	if err != nil && len(batch) > 1 {
+	outcomes, began, err := w.commitTx(batch)
+	if err != nil && began && len(batch) > 1 {
 		for _, c := range batch {
 			w.commit([]*appendCall{c})
 		}
@@ -187,20 +190,21 @@ func (w *writer) commit(batch []*appendCall) {
 }
 
 // commitTx returns each call's outcome, or an error when the transaction as
-// a whole failed and nothing was written.
-func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
+// a whole failed and nothing was written; began says whether the
+// transaction had begun.
+func (w *writer) commitTx(batch []*appendCall) (outcomes []appendOutcome, began bool, err error) {
 	ctx := context.Background()
 	if _, err := w.begin.ExecContext(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	outcomes := make([]appendOutcome, len(batch))
+	outcomes = make([]appendOutcome, len(batch))
 	grouped := len(batch) > 1
 	for i, c := range batch {
 		if grouped {
 			if _, err := w.conn.ExecContext(ctx, "SAVEPOINT append_call"); err != nil {
 				w.rollback()
-				return nil, err
+				return nil, true, err
 			}
 		}
 		var res eventlog.AppendResult
@@ -218,31 +222,31 @@ func (w *writer) commitTx(batch []*appendCall) ([]appendOutcome, error) {
 			if grouped {
 				if _, err := w.conn.ExecContext(ctx, "ROLLBACK TO append_call"); err != nil {
 					w.rollback()
-					return nil, err
+					return nil, true, err
 				}
 				if _, err := w.conn.ExecContext(ctx, "RELEASE append_call"); err != nil {
 					w.rollback()
-					return nil, err
+					return nil, true, err
 				}
 			}
 		case err != nil:
 			w.rollback()
-			return nil, err
+			return nil, true, err
 		default:
 			outcomes[i] = appendOutcome{result: res}
 			if grouped {
 				if _, err := w.conn.ExecContext(ctx, "RELEASE append_call"); err != nil {
 					w.rollback()
-					return nil, err
+					return nil, true, err
 				}
 			}
 		}
 	}
 	if _, err := w.commitStmt.ExecContext(ctx); err != nil {
 		w.rollback()
-		return nil, err
+		return nil, true, err
 	}
-	return outcomes, nil
+	return outcomes, true, nil
 }
 
 func (w *writer) rollback() {
