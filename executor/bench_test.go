@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"text/tabwriter"
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog"
@@ -29,10 +31,15 @@ import (
 // history, which keeps the history each command meets close to the nominal
 // one (replayed/command shows what a command actually read).
 func BenchmarkDepositByHistory(b *testing.B) {
-	for _, history := range []int{10, 1_000, 10_000, 100_000} {
+	histories := []int{10, 1_000, 10_000, 100_000}
+	modes := []string{"cold", "snapshot", "warm"}
+	latency := map[int]map[string]float64{} // us/command of each sub-benchmark's last round
+	defer printHistoryTable(histories, modes, latency)
+	for _, history := range histories {
+		latency[history] = map[string]float64{}
 		accounts := min(100, max(1, 100_000/history))
 		store := benchAccounts(b, history, accounts)
-		for _, mode := range []string{"cold", "snapshot", "warm"} {
+		for _, mode := range modes {
 			b.Run(fmt.Sprintf("events=%d/%s", history, mode), func(b *testing.B) {
 				opts := executor.Options{SnapshotThreshold: -1}
 				switch mode {
@@ -62,11 +69,29 @@ func BenchmarkDepositByHistory(b *testing.B) {
 					replayed += res.Replayed
 					i++
 				}
-				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/command")
+				us := float64(b.Elapsed().Microseconds()) / float64(b.N)
+				latency[history][mode] = us
+				b.ReportMetric(us, "us/command")
 				b.ReportMetric(float64(replayed)/float64(b.N), "replayed/command")
 			})
 		}
 	}
+}
+
+// printHistoryTable prints the deposit latencies as the README's table,
+// with the two ratios the targets are about.
+func printHistoryTable(histories []int, modes []string, latency map[int]map[string]float64) {
+	if len(latency[histories[0]]) < len(modes) || len(latency[histories[len(histories)-1]]) < len(modes) {
+		return // a -bench filter ran only some of them
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "\nhistory\tcold us\tsnapshot us\twarm us\twarm / warm@10\tcold / warm\t")
+	for _, h := range histories {
+		l := latency[h]
+		fmt.Fprintf(w, "%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.0fx\t\n", h, l["cold"], l["snapshot"], l["warm"],
+			l["warm"]/latency[histories[0]]["warm"], l["cold"]/l["warm"])
+	}
+	_ = w.Flush()
 }
 
 func benchAccountID(i int) string { return fmt.Sprintf("bench-%03d", i) }
