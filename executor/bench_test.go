@@ -85,10 +85,10 @@ func printHistoryTable(histories []int, modes []string, latency map[int]map[stri
 		return // a -bench filter ran only some of them
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "\nhistory\tcold us\tsnapshot us\twarm us\twarm / warm@10\tcold / warm\t")
+	_, _ = fmt.Fprintln(w, "\nhistory\tcold us\tsnapshot us\twarm us\twarm / warm@10\tcold / warm\t")
 	for _, h := range histories {
 		l := latency[h]
-		fmt.Fprintf(w, "%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.0fx\t\n", h, l["cold"], l["snapshot"], l["warm"],
+		_, _ = fmt.Fprintf(w, "%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.0fx\t\n", h, l["cold"], l["snapshot"], l["warm"],
 			l["warm"]/latency[histories[0]]["warm"], l["cold"]/l["warm"])
 	}
 	_ = w.Flush()
