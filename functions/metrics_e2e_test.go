@@ -248,6 +248,13 @@ func TestLambdaMetricsInPushgateway(t *testing.T) {
 		if size, ok := metricstest.Value(families, "eventcore_database_size_bytes", l("job", executeJob, "instance", executeStreamA, "database", "events")); !ok || size <= 0 {
 			t.Errorf("events database size %v (found %v)", size, ok)
 		}
+		// The execute function runs no projection: it must not push lag
+		// figures that would go stale in the gateway.
+		for _, name := range []string{"eventcore_projection_lag_events", "eventcore_projection_checkpoint_position", "eventcore_projection_head_position"} {
+			if got := metricstest.Instances(families, name, executeJob); len(got) != 0 {
+				t.Errorf("the execute function pushed %s from %v", name, got)
+			}
+		}
 	})
 	t.Run("execute instance B", func(t *testing.T) {
 		wantSeries(t, families, executeJob, executeStreamB, []sample{

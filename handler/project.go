@@ -45,8 +45,8 @@ type Project struct {
 	Observer ProjectionObserver
 }
 
-// ProjectionObserver is told about applied events (metrics). It must be
-// safe for concurrent use and must not block.
+// ProjectionObserver is told after each catch-up how many events it applied
+// (possibly 0). It must be safe for concurrent use and must not block.
 type ProjectionObserver interface {
 	ObserveApplied(projection string, events int)
 }
@@ -123,7 +123,7 @@ func (p *Project) CatchUp(ctx context.Context) (ScheduleReport, error) {
 }
 
 func (p *Project) observeApplied(r projection.Report) {
-	if p.Observer != nil && r.Applied > 0 {
+	if p.Observer != nil && r.Name != "" {
 		p.Observer.ObserveApplied(r.Name, r.Applied)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,8 @@ type Metrics struct {
 	mu      sync.Mutex
 	streams map[eventlog.StreamID]struct{}
 	src     Sources
+
+	projecting atomic.Bool // ObserveApplied was called
 }
 
 // Sources are what the collectors read at scrape (or push) time; any may be
@@ -130,7 +133,11 @@ func (m *Metrics) ObserveCommand(command, outcome string, took time.Duration, at
 func (m *Metrics) ObserveRetry() { m.retries.Inc() }
 
 // ObserveApplied counts events applied by a projection.
+// A call, even with n = 0, marks this instance as one that runs
+// projections: only such an instance reports the projection gauges, so that
+// the execute function's pushed groups hold no stale lag figures.
 func (m *Metrics) ObserveApplied(name string, n int) {
+	m.projecting.Store(true)
 	if n > 0 {
 		m.applied.WithLabelValues(name).Add(float64(n))
 	}
@@ -202,7 +209,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descDBSize, prometheus.GaugeValue, float64(size), name)
 	}
-	if r := src.Projections; r != nil {
+	if r := src.Projections; r != nil && c.m.projecting.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		status, err := r.Status(ctx)
