@@ -78,7 +78,7 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 	a.Project = handler.NewProject(reg, store, a.Runner, logger)
 	a.Project.Observer = a.Metrics
 	if cfg.PushgatewayURL != "" {
-		job, instance := pushIdentity()
+		job, instance := pushIdentity(cfg)
 		if a.Pusher, err = metrics.NewPusher(a.Metrics, cfg.PushgatewayURL, job, instance, cfg.PushTimeout, logger); err != nil {
 			return nil, errors.Join(fmt.Errorf("EVENTCORE_PUSHGATEWAY_URL: %w", err), a.Close())
 		}
@@ -89,8 +89,8 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 // pushIdentity is the grouping key of this instance's metrics: on Lambda
 // the function's name and the instance's log stream, locally "local" and
 // the host name with the process id.
-func pushIdentity() (job, instance string) {
-	job, instance = os.Getenv("AWS_LAMBDA_FUNCTION_NAME"), os.Getenv("AWS_LAMBDA_LOG_STREAM_NAME")
+func pushIdentity(cfg config.Config) (job, instance string) {
+	job, instance = cfg.FunctionName, cfg.LogStream
 	if job == "" {
 		job = "local"
 	}

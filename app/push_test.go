@@ -75,6 +75,10 @@ func TestPushWhileProjectionsAreLocked(t *testing.T) {
 	}); status != 200 {
 		t.Fatalf("open-account answered %d: %s", status, body)
 	}
+	// An instance reports projection status once it runs projections.
+	if _, err := a.Project.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	lockDB, err := sql.Open("sqlite", cfg.ReadDB)
 	if err != nil {

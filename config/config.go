@@ -36,6 +36,8 @@ type Config struct {
 	ProjectionInterval time.Duration // EVENTCORE_PROJECTION_INTERVAL
 	SnapshotThreshold  int           // EVENTCORE_SNAPSHOT_THRESHOLD
 	OnLambda           bool          // AWS_LAMBDA_FUNCTION_NAME is set
+	FunctionName       string        // AWS_LAMBDA_FUNCTION_NAME, set by the Lambda runtime
+	LogStream          string        // AWS_LAMBDA_LOG_STREAM_NAME: names this instance
 }
 
 // Local defaults of the database paths.
@@ -50,7 +52,8 @@ var (
 // (/mnt/...) or replicated unless EVENTCORE_ALLOW_EPHEMERAL=true: a log in
 // an instance's /tmp alone would silently lose data.
 func Load(getenv func(string) string) (Config, error) {
-	c := Config{OnLambda: getenv("AWS_LAMBDA_FUNCTION_NAME") != ""}
+	c := Config{FunctionName: getenv("AWS_LAMBDA_FUNCTION_NAME"), LogStream: getenv("AWS_LAMBDA_LOG_STREAM_NAME")}
+	c.OnLambda = c.FunctionName != ""
 	var err error
 	str := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
