@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,26 +15,10 @@ import (
 	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 	"github.com/eventcore-go/eventcore/metrics"
 	"github.com/eventcore-go/eventcore/metrics/metricstest"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestPushWhileProjectionsAreLocked pushes while another connection holds
 // the read-model database locked, as the project function does while it
@@ -63,7 +45,7 @@ func TestPushWhileProjectionsAreLocked(t *testing.T) {
 	}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	a, err := app.Open(context.Background(), cfg, reg, logger)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 )
 
 // The emulator and the bootstraps, built by `make build-host rie`.
@@ -28,25 +29,6 @@ const (
 	rieBinary = "../bin/aws-lambda-rie"
 	distHost  = "../dist/host"
 )
-
-// lockedBuffer collects an emulator's output (its own log and the
-// function's stdout and stderr).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // requireBinaries returns the absolute paths of the emulator and of the
 // bootstraps' directory. Without them the test skips, except under CI=true
@@ -102,7 +84,7 @@ func freeAddr(t testing.TB) string {
 type function struct {
 	name string
 	url  string
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	// stop sends SIGTERM to the emulator's process group, waits for it to
 	// exit (SIGKILL after 5 s) and returns whether it exited by itself. It
 	// runs once; the test's cleanup calls it too.
@@ -146,7 +128,7 @@ func launch(t testing.TB, fn, label string, env map[string]string) (*function, e
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/executor"
 	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 )
 
 func TestCommandSuccessShape(t *testing.T) {
@@ -763,7 +764,7 @@ func TestRunnerErrors(t *testing.T) {
 	reg.Runner("invalid", func(context.Context, eventlog.Store, []byte, executor.Options) (executor.Result, error) {
 		return executor.Result{}, &eventlog.InvalidError{What: "event 0", Reason: "bad"}
 	})
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	x := handler.NewExecute(reg, e.app.Store, handler.ExecuteOptions{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	post := func(name string) events.APIGatewayV2HTTPResponse {
 		return x.HandleHTTP(context.Background(), httpRequest("POST", "/commands/"+name, "", nil, `{}`))

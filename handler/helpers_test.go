@@ -1,14 +1,12 @@
 package handler_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,31 +18,14 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 )
-
-// logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // env is a bank instance over SQLite files in a temporary directory.
 type env struct {
 	t   testing.TB
 	app *app.App
-	log *logBuffer
+	log *syncbuf.Buffer
 }
 
 func testConfig(dir string) config.Config {
@@ -63,7 +44,7 @@ func testConfig(dir string) config.Config {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
 	a, err := app.Open(context.Background(), testConfig(t.TempDir()), reg, slog.New(slog.NewJSONHandler(logs, nil)))

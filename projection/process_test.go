@@ -1,7 +1,6 @@
 package projection_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/internal/testproc"
 	"github.com/eventcore-go/eventcore/projection"
 )
 
@@ -94,8 +94,12 @@ func catchUpLoop(r *projection.Runner, stop <-chan struct{}) (applied, locked, r
 
 func childCommand(mode, eventsPath, readPath string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childModeEnv+"="+mode, childEventsEnv+"="+eventsPath, childReadEnv+"="+readPath)
+	cmd.Env = append(os.Environ(), childEnv(mode, eventsPath, readPath)...)
 	return cmd
+}
+
+func childEnv(mode, eventsPath, readPath string) []string {
+	return []string{childModeEnv + "=" + mode, childEventsEnv + "=" + eventsPath, childReadEnv + "=" + readPath}
 }
 
 // A process dies in the middle of a batch: its batch is lost, its lease
@@ -157,21 +161,8 @@ func TestTwoProcesses(t *testing.T) {
 	streams := streamNames("s", 7)
 	recs := appendEvents(t, store, streams, 100, nil)
 
-	cmd := childCommand("loop", eventsPath, readPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
+	proc := testproc.Start(t, "TestChildProcess", childEnv("loop", eventsPath, readPath))
+	stdin, lines := proc.Stdin, proc.Lines
 	for lines.Scan() && lines.Text() != "READY" {
 	}
 	if lines.Err() != nil {
@@ -214,8 +205,8 @@ func TestTwoProcesses(t *testing.T) {
 			other = append(other, lines.Text())
 		}
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child: %v\nstdout: %s\nstderr: %s", err, strings.Join(other, "\n"), stderr.String())
+	if err := proc.Cmd.Wait(); err != nil {
+		t.Fatalf("child: %v\nstdout: %s\nstderr: %s", err, strings.Join(other, "\n"), proc.Stderr())
 	}
 	if child.applied < 0 {
 		t.Fatalf("child reported nothing\n%s", strings.Join(other, "\n"))

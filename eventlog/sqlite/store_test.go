@@ -1,8 +1,6 @@
 package sqlite_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -25,6 +22,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/eventlogtest"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/internal/testproc"
 )
 
 func TestConformance(t *testing.T) {
@@ -442,28 +440,13 @@ func testTwoProcesses(t *testing.T, journal sqlite.Journal) {
 	path := newPath(t)
 	s := openStore(t, path, sqlite.Options{Journal: journal})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTwoProcesses$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childDBEnv+"="+path, childJournalEnv+"="+string(journal))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
+	child := testproc.Start(t, "TestTwoProcesses", []string{childDBEnv + "=" + path, childJournalEnv + "=" + string(journal)})
+	lines := child.Lines
 	if !lines.Scan() || lines.Text() != "READY" {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-		t.Fatalf("child did not start: %q\n%s", lines.Text(), stderr.String())
+		_ = child.CloseAndWait()
+		t.Fatalf("child did not start: %q\n%s", lines.Text(), child.Stderr())
 	}
-	_ = stdin.Close() // both go
+	_ = child.Stdin.Close() // both go
 
 	parentIDs, parentConflicts, parentErr := appendShared(s, "parent")
 
@@ -483,8 +466,8 @@ func testTwoProcesses(t *testing.T, journal sqlite.Journal) {
 			other = append(other, lines.Text())
 		}
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child: %v\nstdout: %s\nstderr: %s", err, strings.Join(other, "\n"), stderr.String())
+	if err := child.Cmd.Wait(); err != nil {
+		t.Fatalf("child: %v\nstdout: %s\nstderr: %s", err, strings.Join(other, "\n"), child.Stderr())
 	}
 	if parentErr != nil {
 		t.Fatalf("parent: %v", parentErr)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/examples/bank"
 	"github.com/eventcore-go/eventcore/executor"
+	"github.com/eventcore-go/eventcore/internal/testproc"
 )
 
 // TestConcurrentTransfersWithoutCache is the same test with no cache, on
@@ -328,23 +328,9 @@ func TestConcurrentTransfersTwoProcesses(t *testing.T) {
 	deposited := setupConcAccounts(t, s)
 	seed := uint64(time.Now().UnixNano())
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestConcurrentTransfersTwoProcesses$", "-test.count=1", "-test.timeout=5m")
-	cmd.Env = append(os.Environ(), concChildEnv+"=1", concDBEnv+"="+path, concSeedEnv+"="+strconv.FormatUint(seed+1, 10))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 64<<20)
+	proc := testproc.Start(t, "TestConcurrentTransfersTwoProcesses",
+		[]string{concChildEnv + "=1", concDBEnv + "=" + path, concSeedEnv + "=" + strconv.FormatUint(seed+1, 10)}, "-test.timeout=5m")
+	stdin, lines := proc.Stdin, proc.Lines
 	var childOut []string
 	readUntil := func(prefix string) (string, bool) {
 		for lines.Scan() {
@@ -357,10 +343,8 @@ func TestConcurrentTransfersTwoProcesses(t *testing.T) {
 		return "", false
 	}
 	childFailed := func(what string) {
-		_ = stdin.Close()
-		_, _ = io.Copy(io.Discard, stdout)
-		werr := cmd.Wait()
-		t.Fatalf("child process %s (%v)\nstdout:\n%s\nstderr:\n%s", what, werr, strings.Join(childOut, "\n"), stderr.String())
+		werr := proc.CloseAndWait()
+		t.Fatalf("child process %s (%v)\nstdout:\n%s\nstderr:\n%s", what, werr, strings.Join(childOut, "\n"), proc.Stderr())
 	}
 	if _, ok := readUntil("ready"); !ok {
 		childFailed("did not get ready")
@@ -376,10 +360,8 @@ func TestConcurrentTransfersTwoProcesses(t *testing.T) {
 	if !ok {
 		childFailed("printed no outcome")
 	}
-	_ = stdin.Close()
-	_, _ = io.Copy(io.Discard, stdout)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child process: %v\nstdout:\n%s\nstderr:\n%s", err, strings.Join(childOut, "\n"), stderr.String())
+	if err := proc.CloseAndWait(); err != nil {
+		t.Fatalf("child process: %v\nstdout:\n%s\nstderr:\n%s", err, strings.Join(childOut, "\n"), proc.Stderr())
 	}
 	var child concOutcome
 	if err := json.Unmarshal([]byte(line), &child); err != nil {
