@@ -10,9 +10,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
+
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 )
 
 // Child is a started child process.
@@ -21,7 +21,7 @@ type Child struct {
 	Stdin io.WriteCloser
 	// Lines reads the child's stdout line by line (lines up to 64 MiB).
 	Lines  *bufio.Scanner
-	stderr *lockedBuilder
+	stderr *syncbuf.Buffer
 	stdout io.ReadCloser
 }
 
@@ -33,7 +33,7 @@ func Start(t testing.TB, testName string, env []string, flags ...string) *Child 
 	args := append([]string{"-test.run=^" + testName + "$", "-test.count=1"}, flags...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), env...)
-	c := &Child{Cmd: cmd, stderr: &lockedBuilder{}}
+	c := &Child{Cmd: cmd, stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = c.stderr
 	var err error
 	if c.Stdin, err = cmd.StdinPipe(); err != nil {
@@ -59,21 +59,4 @@ func (c *Child) CloseAndWait() error {
 	_ = c.Stdin.Close()
 	_, _ = io.Copy(io.Discard, c.stdout)
 	return c.Cmd.Wait()
-}
-
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
