@@ -582,15 +582,8 @@ func testConcurrentSharedStreams(t *testing.T, s eventlog.Store) {
 	if len(feed) != len(byID) {
 		t.Errorf("feed has %d events, %d were acknowledged", len(feed), len(byID))
 	}
-	next := map[eventlog.StreamID]eventlog.Version{}
-	for i, r := range feed {
-		if r.Position != eventlog.Position(i+1) {
-			t.Fatalf("feed record %d has position %d: positions are not gapless", i, r.Position)
-		}
-		next[r.Stream]++
-		if r.Version != next[r.Stream] {
-			t.Fatalf("position %d: stream %s version %d, want %d (versions not gapless or out of position order)", r.Position, r.Stream, r.Version, next[r.Stream])
-		}
+	next := CheckLog(t, feed)
+	for _, r := range feed {
 		ack, ok := byID[r.Metadata.EventID]
 		if !ok {
 			t.Errorf("position %d: event %s was not acknowledged to anyone", r.Position, r.Metadata.EventID)
@@ -1438,4 +1431,22 @@ func lastVersion(recs []eventlog.Record, st eventlog.StreamID) eventlog.Version 
 		}
 	}
 	return v
+}
+
+// CheckLog fails the test unless feed, the whole log read from position 0,
+// has positions 1..n without gaps and every stream's versions 1..m without
+// gaps and in position order. It returns each stream's last version.
+func CheckLog(t testing.TB, feed []eventlog.Record) map[eventlog.StreamID]eventlog.Version {
+	t.Helper()
+	next := map[eventlog.StreamID]eventlog.Version{}
+	for i, r := range feed {
+		if r.Position != eventlog.Position(i+1) {
+			t.Fatalf("feed record %d has position %d: positions are not gapless", i, r.Position)
+		}
+		next[r.Stream]++
+		if r.Version != next[r.Stream] {
+			t.Fatalf("position %d: stream %s version %d, want %d (versions not gapless or out of position order)", r.Position, r.Stream, r.Version, next[r.Stream])
+		}
+	}
+	return next
 }

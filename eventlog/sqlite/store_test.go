@@ -492,15 +492,8 @@ func testTwoProcesses(t *testing.T, journal sqlite.Journal) {
 	if len(feed) != len(acked) {
 		t.Errorf("feed has %d events, the processes acknowledged %d", len(feed), len(acked))
 	}
-	next := map[eventlog.StreamID]eventlog.Version{}
-	for i, r := range feed {
-		if r.Position != eventlog.Position(i+1) {
-			t.Fatalf("feed record %d has position %d: positions are not gapless", i, r.Position)
-		}
-		next[r.Stream]++
-		if r.Version != next[r.Stream] {
-			t.Fatalf("position %d: %s version %d, want %d", r.Position, r.Stream, r.Version, next[r.Stream])
-		}
+	next := eventlogtest.CheckLog(t, feed)
+	for _, r := range feed {
 		if _, ok := acked[r.Metadata.EventID]; !ok {
 			t.Errorf("position %d: event %s was acknowledged to neither process", r.Position, r.Metadata.EventID)
 		}
