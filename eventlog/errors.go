@@ -19,6 +19,18 @@ var (
 
 	// ErrClosed is returned by every method of a store after Close.
 	ErrClosed = errors.New("eventlog: store is closed")
+
+	// ErrUnavailable marks a write whose durability could not be confirmed:
+	// the store committed it locally but could not reach what makes it
+	// durable (a replica). Its outcome is unknown to the caller: it may be
+	// kept or lost. Retrying with the same command id is safe, since a
+	// recorded id is never applied twice.
+	ErrUnavailable = errors.New("eventlog: durable storage unavailable")
+
+	// ErrNotWriter marks a write refused because this process does not hold
+	// the single-writer lease of the log (another writer holds it, or this
+	// one lost it). Nothing was written.
+	ErrNotWriter = errors.New("eventlog: this process is not the log's writer")
 )
 
 // InvalidError says what was wrong with an argument. It wraps ErrInvalid.

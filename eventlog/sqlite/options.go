@@ -48,6 +48,10 @@ type Options struct {
 	// commits in one transaction (group commit); 1 commits each alone.
 	// 0 = DefaultMaxBatch.
 	MaxBatch int
+	// NoAutoCheckpoint turns SQLite's automatic WAL checkpoints off on the
+	// writer connection, for a file whose checkpoints are run by a
+	// replicator (Litestream) that must see every WAL frame first.
+	NoAutoCheckpoint bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -111,6 +115,9 @@ func (o Options) DSN(path string, txlock string) string {
 		"_journal_mode=" + string(o.Journal),
 		"_synchronous=" + string(o.Synchronous),
 		"_txlock=" + txlock,
+	}
+	if o.NoAutoCheckpoint {
+		q = append(q, "_pragma=wal_autocheckpoint(0)")
 	}
 	return path + "?" + strings.Join(q, "&")
 }

@@ -63,6 +63,9 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot) error 
 	if len(snap.Streams) == 0 {
 		return &eventlog.InvalidError{What: "snapshot", Reason: "covers no streams"}
 	}
+	if s.writer == nil {
+		return ErrReadOnly
+	}
 	_, err := s.writer.submit(ctx, &appendCall{snapshot: &snap, done: make(chan appendOutcome, 1)})
 	return err
 }

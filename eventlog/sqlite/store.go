@@ -168,7 +168,10 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.inflight.Wait()
-	werr := s.writer.close()
+	var werr error
+	if s.writer != nil {
+		werr = s.writer.close()
+	}
 	rerr := errors.Join(s.closeStatements(), s.read.Close())
 	return errors.Join(werr, rerr)
 }
@@ -184,6 +187,9 @@ func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlo
 	}
 	if err := ctx.Err(); err != nil {
 		return eventlog.AppendResult{}, err
+	}
+	if s.writer == nil {
+		return eventlog.AppendResult{}, ErrReadOnly
 	}
 	call, err := prepareAppend(req)
 	if err != nil {

@@ -1,0 +1,204 @@
+// Package replica keeps an SQLite file alive beyond the instance that
+// writes it, by replicating it with an embedded Litestream to S3 (or an
+// S3-compatible store) or to a directory.
+//
+// A Writer belongs to the one process that writes a file: it restores the
+// file at start when it is missing or differs from the replica, holds the
+// single-writer lease, and makes every commit durable in the replica when
+// Sync returns. A Follower keeps a read-only copy of someone else's file up
+// to date from the replica, applying only the transactions it has not seen.
+//
+// Nothing here runs in the background: on AWS Lambda the instance is frozen
+// between invocations, so syncing, checkpoints, compaction and lease renewal
+// all happen inside calls made by an invocation (Sync, Begin, Maintain).
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/benbjohnson/litestream"
+	_ "github.com/benbjohnson/litestream/file" // registers file:// replicas
+	lss3 "github.com/benbjohnson/litestream/s3"
+	"github.com/superfly/ltx"
+)
+
+// Defaults of Options.
+const (
+	DefaultSyncTimeout      = 5 * time.Second
+	DefaultLeaseTTL         = lss3.DefaultLeaseTTL
+	DefaultSnapshotInterval = time.Hour
+	DefaultRetention        = 24 * time.Hour
+)
+
+// Options configure a Writer or a Follower.
+type Options struct {
+	// URL is the replica: s3://bucket/path (AWS configuration from the
+	// environment; ?endpoint=...&region=...&forcePathStyle=true for an
+	// S3-compatible store, as Litestream parses them) or file:///path.
+	URL string
+	// Path is the local SQLite file.
+	Path string
+	// SyncTimeout bounds one Sync, including the S3 client's retries.
+	SyncTimeout time.Duration
+	// LeaseTTL is how long the S3 writer lease lasts unless renewed; a
+	// frozen or dead holder blocks a successor for at most this long.
+	LeaseTTL time.Duration
+	// Owner names this process in the lease (default host:pid).
+	Owner string
+	// SnapshotInterval is how often Maintain writes a full snapshot, which
+	// bounds what a restore must replay. Retention is how long snapshots
+	// (and the files between them) are kept.
+	SnapshotInterval, Retention time.Duration
+	Logger                      *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.SyncTimeout <= 0 {
+		o.SyncTimeout = DefaultSyncTimeout
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.SnapshotInterval <= 0 {
+		o.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// ValidateURL checks that u is a replica URL this package can use, without
+// contacting it: s3://bucket[/path][?endpoint=...] or file:///absolute/path.
+func ValidateURL(u string) error {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", u)
+	}
+	switch parsed.Scheme {
+	case "s3":
+		if parsed.Host == "" {
+			return fmt.Errorf("%q names no bucket (s3://bucket/path)", u)
+		}
+	case "file":
+		if parsed.Host != "" || !filepath.IsAbs(parsed.Path) {
+			return fmt.Errorf("%q is not file:///absolute/path", u)
+		}
+	default:
+		return fmt.Errorf("%q is not an s3:// or file:// URL", u)
+	}
+	if _, err := litestream.NewReplicaClientFromURL(u); err != nil {
+		return fmt.Errorf("%q: %v", u, err)
+	}
+	return nil
+}
+
+// newClient builds and initialises the Litestream client of u.
+func newClient(ctx context.Context, u string, logger *slog.Logger) (litestream.ReplicaClient, error) {
+	if err := ValidateURL(u); err != nil {
+		return nil, err
+	}
+	client, err := litestream.NewReplicaClientFromURL(u)
+	if err != nil {
+		return nil, err
+	}
+	client.SetLogger(logger)
+	if err := client.Init(ctx); err != nil {
+		return nil, fmt.Errorf("replica %s: %w", redact(u), err)
+	}
+	return client, nil
+}
+
+// redact drops the query string, which may carry credentials.
+func redact(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+// head returns the newest transaction id the replica holds at any level,
+// 0 when it holds nothing.
+func head(ctx context.Context, client litestream.ReplicaClient) (ltx.TXID, error) {
+	var max ltx.TXID
+	for _, level := range []int{0, 1, 2, 3, litestream.SnapshotLevel} {
+		itr, err := client.LTXFiles(ctx, level, 0, false)
+		if err != nil {
+			return 0, err
+		}
+		for itr.Next() {
+			if it := itr.Item(); it.MaxTXID > max {
+				max = it.MaxTXID
+			}
+		}
+		if err := itr.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return max, nil
+}
+
+// restore writes the replica's newest state to path, which must not
+// exist. It reports false, writing nothing, when the replica is empty. A
+// replica that cannot be read or does not pass SQLite's quick integrity
+// check is an error: starting empty would silently drop history.
+func restore(ctx context.Context, client litestream.ReplicaClient, path string, logger *slog.Logger) (bool, error) {
+	r := litestream.NewReplicaWithClient(nil, client)
+	opt := litestream.NewRestoreOptions()
+	opt.OutputPath = path
+	opt.IntegrityCheck = litestream.IntegrityCheckQuick
+	start := time.Now()
+	if err := r.Restore(ctx, opt); err != nil {
+		if errors.Is(err, litestream.ErrTxNotAvailable) || errors.Is(err, litestream.ErrNoSnapshots) {
+			return false, nil
+		}
+		return false, fmt.Errorf("restore %s: %w", path, err)
+	}
+	info, _ := os.Stat(path)
+	var size int64
+	if info != nil {
+		size = info.Size()
+	}
+	logger.Info("restored from replica", "path", path, "bytes", size, "duration", time.Since(start).String())
+	return true, nil
+}
+
+// metaPath is where Litestream keeps its local state of path.
+func metaPath(path string) string {
+	dir, file := filepath.Split(path)
+	return filepath.Join(dir, "."+file+litestream.MetaDirSuffix)
+}
+
+// wipe removes path with its journal files and Litestream's local state.
+func wipe(path string) error {
+	var errs []error
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal", path + ".tmp"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(metaPath(path)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// exists reports whether path exists.
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,83 @@
+// Package replicatest runs an in-process S3 server (gofakes3) for tests of
+// S3 replicas, with a switch that makes it answer every request with 503
+// as an unreachable bucket would.
+package replicatest
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+)
+
+// Bucket is the bucket every S3 server here starts with.
+const Bucket = "eventcore"
+
+// S3 is a running fake S3 endpoint on 127.0.0.1.
+type S3 struct {
+	Endpoint string // http://127.0.0.1:port
+	down     atomic.Bool
+	requests atomic.Int64
+}
+
+// StartS3 starts a server that stops with the test. It sets the AWS
+// variables the SDK reads (dummy credentials, a region) and clears
+// AWS_CA_BUNDLE, which some machines set and which breaks a plain-HTTP
+// endpoint, for this test and the processes it starts.
+func StartS3(t testing.TB) *S3 {
+	t.Helper()
+	Env(t)
+	backend := s3mem.New()
+	faker := gofakes3.New(backend)
+	if err := backend.CreateBucket(Bucket); err != nil {
+		t.Fatal(err)
+	}
+	s := &S3{}
+	api := faker.Server()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		if s.down.Load() {
+			http.Error(w, "<Error><Code>ServiceUnavailable</Code><Message>down for a test</Message></Error>", http.StatusServiceUnavailable)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s.Endpoint = srv.URL
+	return s
+}
+
+// Env sets the AWS variables for a test against a local S3 endpoint.
+func Env(t testing.TB) {
+	t.Helper()
+	for k, v := range EnvVars() {
+		t.Setenv(k, v)
+	}
+}
+
+// EnvVars are the variables Env sets, for a child process's environment.
+func EnvVars() map[string]string {
+	return map[string]string{
+		"AWS_CA_BUNDLE":               "",
+		"AWS_ACCESS_KEY_ID":           "test",
+		"AWS_SECRET_ACCESS_KEY":       "test",
+		"AWS_REGION":                  "us-east-1",
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+		"AWS_CONFIG_FILE":             "/dev/null",
+	}
+}
+
+// URL is the replica URL of path in the bucket, in Litestream's syntax.
+func (s *S3) URL(path string) string {
+	return "s3://" + Bucket + "/" + path + "?endpoint=" + s.Endpoint + "&region=us-east-1&forcePathStyle=true"
+}
+
+// SetDown makes the server answer 503 to everything (true) or serve again.
+func (s *S3) SetDown(down bool) { s.down.Store(down) }
+
+// Requests counts the requests received so far.
+func (s *S3) Requests() int64 { return s.requests.Load() }

@@ -1,0 +1,303 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/litestream"
+	"github.com/superfly/ltx"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// Writer replicates the SQLite file that this process writes. Its life:
+//
+//  1. OpenWriter takes the writer lease and makes the local file the
+//     replica's newest state (restoring it when missing or different).
+//  2. The caller opens the file (and creates its schema if new), then
+//     calls Start, which attaches Litestream and syncs once.
+//  3. Every commit is followed by Sync before it is acknowledged; Guard
+//     before a write checks the lease; Begin at the start of an
+//     invocation tells whether another writer moved the replica meanwhile
+//     (then the caller closes the file, calls Reload and opens it again);
+//     Maintain compacts and snapshots.
+//  4. Close makes a last sync (only while the lease is ours) and releases
+//     the lease.
+//
+// The caller's SQLite connections must not checkpoint the WAL themselves
+// (sqlite.Options.NoAutoCheckpoint): Litestream checkpoints during Sync,
+// after it has copied the frames.
+//
+// Methods are safe for concurrent use; Sync calls are serialised.
+type Writer struct {
+	opts   Options
+	client litestream.ReplicaClient
+	lease  leaser
+
+	mu     sync.Mutex
+	db     *litestream.DB
+	store  *litestream.Store
+	synced ltx.TXID // the replica's head as this writer last saw or made it
+	stale  bool     // another writer moved the replica since synced
+}
+
+// OpenWriter connects to the replica at opts.URL, takes the writer lease
+// and makes opts.Path hold the replica's newest state: a missing file is
+// restored (a replica with nothing in it means a new, empty log); a file
+// whose replication state does not match the replica's newest transaction
+// is replaced by a restore; a file already at that transaction is kept.
+//
+// Errors: a URL that cannot be used, a replica that cannot be read or
+// whose restore fails SQLite's integrity check (never silently empty), and
+// eventlog.ErrNotWriter when another process holds the lease.
+func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
+	opts = opts.withDefaults()
+	client, err := newClient(ctx, opts.URL, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := newLeaser(ctx, client, opts)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{opts: opts, client: client, lease: lease}
+	if _, err := lease.hold(ctx, opts.SyncTimeout); err != nil {
+		return nil, err
+	}
+	if err := w.reconcile(ctx); err != nil {
+		return nil, errors.Join(err, lease.release(context.WithoutCancel(ctx)))
+	}
+	return w, nil
+}
+
+// reconcile makes the local file the replica's newest state.
+func (w *Writer) reconcile(ctx context.Context) error {
+	top, err := head(ctx, w.client)
+	if err != nil {
+		return fmt.Errorf("replica %s: %w", redact(w.opts.URL), err)
+	}
+	present, err := exists(w.opts.Path)
+	if err != nil {
+		return err
+	}
+	if present {
+		local, perr := litestream.NewDB(w.opts.Path).Pos()
+		switch {
+		case top == 0:
+			// A new (or emptied) replica: the local file becomes its first
+			// state; Litestream's local bookkeeping of another replica goes.
+			w.synced = 0
+			return os.RemoveAll(metaPath(w.opts.Path))
+		case perr == nil && local.TXID == top:
+			w.synced = top
+			return nil
+		}
+		w.opts.Logger.Warn("local database differs from the replica; restoring it",
+			"path", w.opts.Path, "local_txid", uint64(local.TXID), "replica_txid", uint64(top))
+	}
+	if err := wipe(w.opts.Path); err != nil {
+		return err
+	}
+	if _, err := restore(ctx, w.client, w.opts.Path, w.opts.Logger); err != nil {
+		return err
+	}
+	w.synced = top
+	return nil
+}
+
+// Start attaches Litestream to the file, which must now exist, and syncs
+// it to the replica. It is called once after OpenWriter and after each
+// Reload.
+func (w *Writer) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.db != nil {
+		return errors.New("replica: writer already started")
+	}
+	db := litestream.NewDB(w.opts.Path)
+	db.MonitorInterval = 0 // no background goroutine: syncs happen in Sync
+	db.ShutdownSyncTimeout = 0
+	db.Logger = w.opts.Logger.With("component", "litestream")
+	r := litestream.NewReplicaWithClient(db, w.client)
+	r.MonitorEnabled = false
+	db.Replica = r
+	store := litestream.NewStore([]*litestream.DB{db}, litestream.DefaultCompactionLevels)
+	store.SnapshotInterval = w.opts.SnapshotInterval
+	store.SnapshotRetention = w.opts.Retention
+	store.Logger = db.Logger
+	db.MonitorInterval, db.ShutdownSyncTimeout = 0, 0 // NewStore resets the latter
+	if err := db.Open(); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	w.db, w.store = db, store
+	return w.syncLocked(ctx)
+}
+
+// Guard checks, before a write, that this process holds the writer lease
+// for longer than a sync can take, renewing it when due. Errors wrap
+// eventlog.ErrNotWriter (the lease is another's, or the replica moved and
+// the caller must Reload) or eventlog.ErrUnavailable (the lease store
+// cannot be reached).
+func (w *Writer) Guard(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.guardLocked(ctx)
+}
+
+func (w *Writer) guardLocked(ctx context.Context) error {
+	if w.stale {
+		return fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
+	}
+	acquired, err := w.lease.hold(ctx, w.opts.SyncTimeout+time.Second)
+	if err != nil {
+		return err
+	}
+	if acquired {
+		top, err := head(ctx, w.client)
+		if err != nil {
+			return fmt.Errorf("%w: replica: %v", eventlog.ErrUnavailable, err)
+		}
+		if top != w.synced {
+			w.stale = true
+			w.opts.Logger.Warn("the replica moved while this instance did not hold the lease",
+				"synced_txid", uint64(w.synced), "replica_txid", uint64(top))
+			return fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
+		}
+	}
+	return nil
+}
+
+// Begin is called at the start of an invocation, before any write: it
+// takes or renews the lease and reports stale = true when another writer
+// changed the replica since this one last synced, in which case the caller
+// must close the file, call Reload and open it again before writing.
+func (w *Writer) Begin(ctx context.Context) (stale bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	err = w.guardLocked(ctx)
+	return w.stale, err
+}
+
+// Sync makes every transaction committed to the file so far durable in
+// the replica, within Options.SyncTimeout. Errors wrap
+// eventlog.ErrUnavailable when the replica cannot be written (the
+// transactions are committed locally and will be synced by a later call,
+// unless the instance is lost first) and eventlog.ErrNotWriter when the
+// lease is not this process's.
+func (w *Writer) Sync(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.syncLocked(ctx)
+}
+
+func (w *Writer) syncLocked(ctx context.Context) error {
+	if w.db == nil {
+		return errors.New("replica: writer not started")
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+	defer cancel()
+	if err := w.guardLocked(ctx); err != nil {
+		return err
+	}
+	if err := w.db.SyncAndWait(ctx); err != nil {
+		return fmt.Errorf("%w: replica %s: %v", eventlog.ErrUnavailable, redact(w.opts.URL), err)
+	}
+	w.synced = w.db.Replica.Pos().TXID
+	return nil
+}
+
+// Synced returns the newest transaction this writer knows to be in the
+// replica.
+func (w *Writer) Synced() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return uint64(w.synced)
+}
+
+// Maintain does Litestream's periodic work: it compacts the replica's
+// small files into larger ones at each level when due (30 s, 5 min, 1 h),
+// writes a snapshot every SnapshotInterval and deletes what Retention no
+// longer needs, so that a restore reads a bounded number of files. Call it
+// regularly from an invocation (a schedule); it costs nothing when nothing
+// is due.
+func (w *Writer) Maintain(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.syncLocked(ctx); err != nil {
+		return err
+	}
+	levels := append(litestream.CompactionLevels{}, litestream.DefaultCompactionLevels[1:]...)
+	levels = append(levels, w.store.SnapshotLevel())
+	var errs []error
+	for _, lvl := range levels {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := w.store.CompactDB(ctx, w.db, lvl)
+		if err != nil && !errors.Is(err, litestream.ErrNoCompaction) && !errors.Is(err, litestream.ErrCompactionTooEarly) {
+			errs = append(errs, fmt.Errorf("compact level %d: %w", lvl.Level, err))
+		}
+	}
+	if err := w.store.EnforceSnapshotRetention(ctx, w.db); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Reload replaces the local file with the replica's newest state after
+// Begin reported it stale. The caller has closed its connections to the
+// file and calls Start once it has opened it again. Nothing local is
+// synced: the local transactions were never acknowledged.
+func (w *Writer) Reload(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.detachLocked(ctx)
+	top, err := head(ctx, w.client)
+	if err != nil {
+		return fmt.Errorf("%w: replica: %v", eventlog.ErrUnavailable, err)
+	}
+	if err := wipe(w.opts.Path); err != nil {
+		return err
+	}
+	if _, err := restore(ctx, w.client, w.opts.Path, w.opts.Logger); err != nil {
+		return err
+	}
+	w.synced, w.stale = top, false
+	return nil
+}
+
+// detachLocked closes Litestream's handles without syncing.
+func (w *Writer) detachLocked(ctx context.Context) {
+	if w.db == nil {
+		return
+	}
+	r := w.db.Replica
+	w.db.Replica = nil
+	_ = w.db.Close(ctx)
+	_ = r.Stop(true)
+	w.db, w.store = nil, nil
+}
+
+// Close syncs what is left, if the lease is still this process's and the
+// replica has not moved, then releases Litestream and the lease.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var errs []error
+	if w.db != nil {
+		if w.guardLocked(ctx) == nil {
+			ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+			errs = append(errs, w.db.Close(ctx))
+			cancel()
+			w.db, w.store = nil, nil
+		} else {
+			w.detachLocked(ctx)
+		}
+	}
+	errs = append(errs, w.lease.release(ctx))
+	return errors.Join(errs...)
+}

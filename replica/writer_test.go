@@ -1,0 +1,257 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/replica"
+	"github.com/eventcore-go/eventcore/replica/replicatest"
+)
+
+// node is one writer process's view: the replicated writer and the event
+// log it guards.
+type node struct {
+	w     *replica.Writer
+	store *sqlite.Store
+}
+
+func openNode(t testing.TB, ctx context.Context, opts replica.Options) (*node, error) {
+	t.Helper()
+	w, err := replica.OpenWriter(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	store, err := sqlite.Open(ctx, opts.Path, sqlite.Options{NoAutoCheckpoint: true})
+	if err != nil {
+		return nil, errors.Join(err, w.Close(ctx))
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, errors.Join(err, store.Close(), w.Close(ctx))
+	}
+	return &node{w: w, store: store}, nil
+}
+
+func (n *node) close(ctx context.Context) error {
+	return errors.Join(n.store.Close(), n.w.Close(ctx))
+}
+
+// appendOne appends one event to stream at its current version and syncs.
+func (n *node) appendOne(ctx context.Context, stream string, i int) (eventlog.AppendResult, error) {
+	id := eventlog.MustStreamID(stream)
+	vs, err := n.store.StreamVersions(ctx, []eventlog.StreamID{id})
+	if err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	if err := n.w.Guard(ctx); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	res, err := n.store.Append(ctx, eventlog.AppendRequest{
+		CommandID: fmt.Sprintf("%s-%d", stream, i),
+		Expected:  []eventlog.ExpectedVersion{{Stream: id, Version: vs[0]}},
+		Events:    []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(fmt.Sprintf(`{"i":%d}`, i))}},
+	})
+	if err != nil {
+		return res, err
+	}
+	return res, n.w.Sync(ctx)
+}
+
+func fileURL(t testing.TB) string { return "file://" + filepath.Join(t.TempDir(), "replica") }
+
+// replicas returns the kinds of replica every scenario runs against.
+func replicas(t *testing.T) map[string]func(t *testing.T) string {
+	return map[string]func(t *testing.T) string{
+		"file": func(t *testing.T) string { return fileURL(t) },
+		"s3": func(t *testing.T) string {
+			return replicatest.StartS3(t).URL("app/events")
+		},
+	}
+}
+
+func TestWriterRestoresDeletedFileAndPositionsContinue(t *testing.T) {
+	for name, newURL := range replicas(t) {
+		t.Run(name, func(t *testing.T) { testRestoresDeletedFile(t, newURL(t)) })
+	}
+}
+
+func testRestoresDeletedFile(t *testing.T, url string) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	n, err := openNode(t, ctx, replica.Options{URL: url, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := n.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		_ = os.Remove(p)
+	}
+	_ = os.RemoveAll(filepath.Join(filepath.Dir(path), ".events.db-litestream"))
+
+	n, err = openNode(t, ctx, replica.Options{URL: url, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close(ctx)
+	head, err := n.store.Head(ctx)
+	if err != nil || head != 20 {
+		t.Fatalf("head after restore = %d, %v; want 20", head, err)
+	}
+	res, err := n.appendOne(ctx, "note-a", 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Records[0]; got.Position != 21 || got.Version != 21 {
+		t.Fatalf("next append at position %d version %d, want 21/21", got.Position, got.Version)
+	}
+}
+
+func TestWriterReplicaDown(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	path := filepath.Join(t.TempDir(), "events.db")
+	n, err := openNode(t, ctx, replica.Options{URL: s3.URL("down"), Path: path, SyncTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := n.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s3.SetDown(true)
+	start := time.Now()
+	_, err = n.appendOne(ctx, "note-a", 3)
+	if !errors.Is(err, eventlog.ErrUnavailable) {
+		t.Fatalf("append with the replica down: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a failed sync took %s, more than its timeout allows", d)
+	}
+	s3.SetDown(false)
+	if _, err := n.appendOne(ctx, "note-a", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Everything committed, the unacknowledged append included, reached the
+	// replica once it came back.
+	fresh := filepath.Join(t.TempDir(), "events.db")
+	n, err = openNode(t, ctx, replica.Options{URL: s3.URL("down"), Path: fresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close(ctx)
+	if head, err := n.store.Head(ctx); err != nil || head != 5 {
+		t.Fatalf("restored head = %d, %v; want 5", head, err)
+	}
+}
+
+func TestSecondWriterIsRefused(t *testing.T) {
+	for name, newURL := range replicas(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			url := newURL(t)
+			first, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "a.db")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = replica.OpenWriter(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
+			if !errors.Is(err, eventlog.ErrNotWriter) {
+				t.Fatalf("second writer: %v, want ErrNotWriter", err)
+			}
+			if err := first.close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Released: the next writer gets it, with the first one's data.
+			second, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer second.close(ctx)
+		})
+	}
+}
+
+// A writer frozen past its lease (a Lambda instance between invocations)
+// must notice that a successor wrote meanwhile and reload before it
+// writes, never replicate its own older file over the newer history.
+func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	url := s3.URL("frozen")
+	ttl := 2 * time.Second
+	opts := func(path, owner string) replica.Options {
+		return replica.Options{URL: url, Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
+	}
+	pathA := filepath.Join(t.TempDir(), "a.db")
+	a, err := openNode(t, ctx, opts(pathA, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.close(ctx) }()
+	for i := range 3 {
+		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// While a holds the lease, b cannot start.
+	if _, err := replica.OpenWriter(ctx, opts(filepath.Join(t.TempDir(), "b.db"), "b")); !errors.Is(err, eventlog.ErrNotWriter) {
+		t.Fatalf("b while a holds the lease: %v", err)
+	}
+	time.Sleep(ttl + 200*time.Millisecond) // a is "frozen"; its lease expires
+	b, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "b.db"), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i < 5; i++ {
+		if _, err := b.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// While b holds the lease, a's writes are refused.
+	if _, err := a.appendOne(ctx, "note-a", 99); !errors.Is(err, eventlog.ErrNotWriter) {
+		t.Fatalf("a while b holds the lease: %v", err)
+	}
+	if err := b.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a wakes up: Begin takes the free lease, sees the replica moved.
+	stale, err := a.w.Begin(ctx)
+	if !stale {
+		t.Fatalf("Begin after a successor wrote: stale = false (%v)", err)
+	}
+	if err := a.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.w.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.store, err = sqlite.Open(ctx, pathA, sqlite.Options{NoAutoCheckpoint: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.appendOne(ctx, "note-a", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := res.Records[0].Version; v != 6 {
+		t.Fatalf("a appended version %d after reload, want 6 (b's events kept)", v)
+	}
+}
