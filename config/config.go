@@ -18,6 +18,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/executor"
 	"github.com/eventcore-go/eventcore/projection"
+	"github.com/eventcore-go/eventcore/replica"
 )
 
 // Config is the runtime configuration.
@@ -27,6 +28,8 @@ type Config struct {
 	Sync               sqlite.Synchronous
 	Journal            sqlite.Journal
 	ReplicaURL         string        // EVENTCORE_REPLICA_URL
+	ReadReplicaURL     string        // EVENTCORE_READ_REPLICA_URL
+	ReplicaTimeout     time.Duration // EVENTCORE_REPLICA_TIMEOUT
 	CacheTTL           time.Duration // EVENTCORE_CACHE_TTL
 	CacheMaxBytes      int64         // EVENTCORE_CACHE_MAX_BYTES
 	AllowEphemeral     bool          // EVENTCORE_ALLOW_EPHEMERAL
@@ -90,7 +93,27 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.ReplicaURL = str("EVENTCORE_REPLICA_URL", "")
 	if c.ReplicaURL != "" {
-		return fail("EVENTCORE_REPLICA_URL", fmt.Errorf("replication is not available in this version; unset it"))
+		if err := replica.ValidateURL(c.ReplicaURL); err != nil {
+			return fail("EVENTCORE_REPLICA_URL", err)
+		}
+		if c.Journal != sqlite.JournalWAL {
+			return fail("EVENTCORE_JOURNAL", fmt.Errorf("%q cannot be used with EVENTCORE_REPLICA_URL: Litestream replicates the WAL; use wal", c.Journal))
+		}
+	}
+	c.ReadReplicaURL = str("EVENTCORE_READ_REPLICA_URL", "")
+	if c.ReadReplicaURL != "" {
+		if err := replica.ValidateURL(c.ReadReplicaURL); err != nil {
+			return fail("EVENTCORE_READ_REPLICA_URL", err)
+		}
+		if c.ReplicaURL == "" {
+			return fail("EVENTCORE_READ_REPLICA_URL", fmt.Errorf("needs EVENTCORE_REPLICA_URL: the read models are replicated only in Litestream mode"))
+		}
+		if strings.TrimRight(redactQuery(c.ReadReplicaURL), "/") == strings.TrimRight(redactQuery(c.ReplicaURL), "/") {
+			return fail("EVENTCORE_READ_REPLICA_URL", fmt.Errorf("must differ from EVENTCORE_REPLICA_URL: each database needs its own replica"))
+		}
+	}
+	if c.ReplicaTimeout, err = duration(str("EVENTCORE_REPLICA_TIMEOUT", replica.DefaultSyncTimeout.String())); err != nil {
+		return fail("EVENTCORE_REPLICA_TIMEOUT", err)
 	}
 	if c.CacheTTL, err = duration(str("EVENTCORE_CACHE_TTL", cache.DefaultTTL.String())); err != nil {
 		return fail("EVENTCORE_CACHE_TTL", err)
@@ -128,6 +151,13 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+func redactQuery(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
 func duration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
@@ -144,7 +174,9 @@ func positiveInt(s string, max int) (int, error) {
 	return n, nil
 }
 
-// StoreOptions are the SQLite options the configuration asks for.
+// StoreOptions are the SQLite options the configuration asks for. With a
+// replica, SQLite's own checkpoints are off: Litestream runs them after it
+// has copied the WAL.
 func (c Config) StoreOptions() sqlite.Options {
-	return sqlite.Options{Synchronous: c.Sync, Journal: c.Journal}
+	return sqlite.Options{Synchronous: c.Sync, Journal: c.Journal, NoAutoCheckpoint: c.ReplicaURL != ""}
 }

@@ -30,6 +30,7 @@ func TestDefaults(t *testing.T) {
 		ProjectionBatch:    500,
 		ProjectionInterval: time.Second,
 		SnapshotThreshold:  100,
+		ReplicaTimeout:     5 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults\n%+v\nwant\n%+v", c, want)
@@ -71,6 +72,7 @@ func TestValues(t *testing.T) {
 		CacheTTL: 90 * time.Second, CacheMaxBytes: 1 << 30, AllowEphemeral: true,
 		PushgatewayURL: "http://pg:9091", PushTimeout: time.Second,
 		ProjectionBatch: 10000, ProjectionInterval: 250 * time.Millisecond, SnapshotThreshold: 7,
+		ReplicaTimeout: 5 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("%+v\nwant\n%+v", c, want)
@@ -95,7 +97,9 @@ func TestBadVariables(t *testing.T) {
 	}{
 		{"EVENTCORE_SYNC", []string{"fast", "off", "full;", "extra"}},
 		{"EVENTCORE_JOURNAL", []string{"delete", "memory", "wal2", "off"}},
-		{"EVENTCORE_REPLICA_URL", []string{"s3://bucket/events", "x"}},
+		{"EVENTCORE_REPLICA_URL", []string{"x", "http://bucket/events", "s3://", "s3:///path", "file://relative/x", "file:relative", "gs://bucket/x"}},
+		{"EVENTCORE_READ_REPLICA_URL", []string{"x", "s3://", "file:relative", "s3://bucket/read"}}, // the last: no EVENTCORE_REPLICA_URL
+		{"EVENTCORE_REPLICA_TIMEOUT", []string{"0", "soon", "-1s"}},
 		{"EVENTCORE_CACHE_TTL", []string{"5", "0", "0s", "-1m", "forever", "5 m"}},
 		{"EVENTCORE_CACHE_MAX_BYTES", []string{"0", "lots", "-5MiB", "2TiB", "1.5.5MB", "99999999999999999999999"}},
 		{"EVENTCORE_ALLOW_EPHEMERAL", []string{"yes", "no", "on", "2", "truee"}},
@@ -162,7 +166,10 @@ func TestLambda(t *testing.T) {
 		{map[string]string{"EVENTCORE_DB": "/mnt/data/e.db", "EVENTCORE_READ_DB": "/mnt/data/p.db", "EVENTCORE_ALLOW_EPHEMERAL": "false"}, ""},
 		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_ALLOW_EPHEMERAL": "false"}, "EVENTCORE_DB"},
 		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_ALLOW_EPHEMERAL": "nope"}, "EVENTCORE_ALLOW_EPHEMERAL"},
-		{map[string]string{"EVENTCORE_DB": "/mnt/e.db", "EVENTCORE_READ_DB": "/mnt/p.db", "EVENTCORE_REPLICA_URL": "s3://b"}, "EVENTCORE_REPLICA_URL"},
+		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_REPLICA_URL": "s3://b/events"}, ""},
+		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_REPLICA_URL": "s3://b/events", "EVENTCORE_JOURNAL": "truncate"}, "EVENTCORE_JOURNAL"},
+		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_REPLICA_URL": "s3://b/events", "EVENTCORE_READ_REPLICA_URL": "s3://b/events/"}, "EVENTCORE_READ_REPLICA_URL"},
+		{map[string]string{"EVENTCORE_DB": "/tmp/e.db", "EVENTCORE_READ_DB": "/tmp/p.db", "EVENTCORE_REPLICA_URL": "s3://b/events?endpoint=http://127.0.0.1:9000", "EVENTCORE_READ_REPLICA_URL": "s3://b/read"}, ""},
 	} {
 		_, err := lambda(bad.vars)
 		if bad.name == "" {

@@ -1,0 +1,158 @@
+package replica_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/eventlogtest"
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/replica"
+)
+
+func feed(t *testing.T, ctx context.Context, s eventlog.Store) []eventlog.Record {
+	t.Helper()
+	recs, err := s.ReadFeed(ctx, eventlog.FeedQuery{Limit: eventlog.MaxFeedLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func sameFeed(t *testing.T, ctx context.Context, want, got eventlog.Store) {
+	t.Helper()
+	w, g := feed(t, ctx, want), feed(t, ctx, got)
+	if len(w) != len(g) {
+		t.Fatalf("follower has %d events, writer %d", len(g), len(w))
+	}
+	for i := range w {
+		if w[i].Position != g[i].Position || w[i].Stream != g[i].Stream || w[i].Version != g[i].Version || string(w[i].Data) != string(g[i].Data) {
+			t.Fatalf("event %d differs: writer %+v, follower %+v", i, w[i], g[i])
+		}
+	}
+}
+
+func TestFollowerCatchesUpIncrementally(t *testing.T) {
+	for name, newURL := range replicas(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			url := newURL(t)
+			fpath := filepath.Join(t.TempDir(), "follower.db")
+			// Before the writer exists the replica is empty: the log reads empty.
+			f, err := replica.OpenFollower(ctx, replica.Options{URL: url, Path: fpath}, sqlite.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if h, err := f.Head(ctx); err != nil || h != 0 {
+				t.Fatalf("empty replica: head %d, %v", h, err)
+			}
+			w, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.close(ctx)
+			for i := range 10 {
+				if _, err := w.appendOne(ctx, "note-a", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.CatchUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sameFeed(t, ctx, w.store, f)
+			full, _ := f.Stats()
+			if full != 1 {
+				t.Fatalf("full restores = %d, want 1", full)
+			}
+			// Each synced append is one level-0 file; the follower applies
+			// exactly those, without restoring again.
+			for i := 10; i < 25; i++ {
+				if _, err := w.appendOne(ctx, "note-b", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, err := f.CatchUp(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, incr := f.Stats()
+			if full != 1 || n != 15 || incr != 15 {
+				t.Fatalf("after 15 more appends: applied %d (total %d), full restores %d; want 15 incremental, 1 full", n, incr, full)
+			}
+			sameFeed(t, ctx, w.store, f)
+			if n, err := f.CatchUp(ctx); err != nil || n != 0 {
+				t.Fatalf("nothing new: applied %d, %v", n, err)
+			}
+			if _, err := f.Append(ctx, eventlog.AppendRequest{}); err != sqlite.ErrReadOnly {
+				t.Fatalf("follower append: %v", err)
+			}
+			// The restored copy is a sound database.
+			var ok string
+			if vs := eventlogtest.CheckLog(t, feed(t, ctx, f)); len(vs) != 2 {
+				t.Fatalf("streams %v", vs)
+			}
+			s, err := sqlite.OpenReadOnly(ctx, fpath, sqlite.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.DB().QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+				t.Fatalf("integrity_check: %q %v", ok, err)
+			}
+		})
+	}
+}
+
+// When the level-0 files the follower needs are gone (compacted and
+// deleted by retention), it restores fully instead of skipping history.
+func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "replica")
+	url := "file://" + dir
+	w, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close(ctx)
+	for i := range 5 {
+		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := replica.OpenFollower(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "f.db")}, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 5; i < 10; i++ {
+		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.w.Maintain(ctx); err != nil { // compacts level 0 into level 1
+		t.Fatal(err)
+	}
+	l0 := filepath.Join(dir, "ltx", "0")
+	entries, err := os.ReadDir(l0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries { // what retention would do after five minutes
+		if err := os.Remove(filepath.Join(l0, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.appendOne(ctx, "note-a", 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if full, _ := f.Stats(); full != 2 {
+		t.Fatalf("full restores = %d, want 2 (the gap forced one)", full)
+	}
+	sameFeed(t, ctx, w.store, f)
+}
