@@ -1,6 +1,7 @@
 // Package app assembles a running instance from the configuration: the
 // event log, the read-model database, the projection runner, the warm cache
-// and the two handlers. The Lambda mains and the local runner share it.
+// and the two handlers, with their Litestream replicas when configured. The
+// Lambda mains and the local runner share it.
 package app
 
 import (
@@ -17,16 +18,36 @@ import (
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/metrics"
 	"github.com/eventcore-go/eventcore/projection"
+	"github.com/eventcore-go/eventcore/replica"
+)
+
+// Role is the part an instance plays. It matters only with a replica
+// (EVENTCORE_REPLICA_URL): without one, every role opens the same files.
+type Role int
+
+const (
+	// RoleLocal writes the event log and the read models (the local
+	// runner): both are replicated when their replica URLs are set.
+	RoleLocal Role = iota
+	// RoleExecute writes the event log (the execute function).
+	RoleExecute
+	// RoleProject reads the event log from the writer's replica and writes
+	// the read models (the project function).
+	RoleProject
 )
 
 // App is one running instance.
 type App struct {
-	Config  config.Config
-	Store   *sqlite.Store
+	Config config.Config
+	Role   Role
+	// Store is the event log itself: the SQLite store, or in the project
+	// role with a replica, the Follower that keeps a copy current.
+	Store   eventlog.Store
 	ReadDB  *sql.DB
 	Runner  *projection.Runner
 	Cache   *cache.Cache
@@ -36,12 +57,23 @@ type App struct {
 	Metrics *metrics.Metrics
 	// Pusher is set when EVENTCORE_PUSHGATEWAY_URL is.
 	Pusher *metrics.Pusher
+
+	reg        *handler.Registry
+	logWriter  *replica.Writer   // the event log's replica, when this instance writes it
+	follower   *replica.Follower // the event log's replica, when this instance follows it
+	readWriter *replica.Writer   // the read models' replica
 }
 
-// Open opens the event log and the read-model database named by cfg and
-// builds both handlers over reg. Errors name the variable of the path that
-// failed.
+// Open opens the instance of the local runner (RoleLocal); see OpenAs.
 func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger *slog.Logger) (*App, error) {
+	return OpenAs(ctx, RoleLocal, cfg, reg, logger)
+}
+
+// OpenAs opens the event log and the read-model database named by cfg for
+// role and builds both handlers over reg. With a replica, a missing or
+// outdated local file is restored first. Errors name the variable whose
+// setting failed.
+func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Registry, logger *slog.Logger) (*App, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -50,41 +82,267 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
-	sqliteStore, err := sqlite.Open(ctx, cfg.DB, cfg.StoreOptions())
-	if err != nil {
-		return nil, fmt.Errorf("EVENTCORE_DB: %w", err)
+	a := &App{Config: cfg, Role: role, Logger: logger, reg: reg, Metrics: metrics.New(metrics.Sources{})}
+	if err := a.openLog(ctx); err != nil {
+		return nil, errors.Join(err, a.Close())
 	}
-	a := &App{Config: cfg, Store: sqliteStore, Logger: logger, Metrics: metrics.New(metrics.Sources{})}
-	store := metrics.InstrumentStore(sqliteStore, a.Metrics)
-	a.ReadDB, err = sql.Open("sqlite", cfg.StoreOptions().DSN(cfg.ReadDB, "immediate"))
-	if err == nil {
-		err = a.ReadDB.PingContext(ctx)
-	}
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("EVENTCORE_READ_DB: %w", err), a.Close())
-	}
-	a.Runner, err = projection.NewRunner(ctx, a.ReadDB, store, projection.Options{BatchSize: cfg.ProjectionBatch, Logger: logger}, reg.Projectors()...)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("EVENTCORE_READ_DB: %w", err), a.Close())
+	if err := a.openReadModels(ctx); err != nil {
+		return nil, errors.Join(err, a.Close())
 	}
 	a.Cache = cache.New(cfg.CacheTTL, cfg.CacheMaxBytes)
-	a.Metrics.Watch(metrics.Sources{
-		Cache: a.Cache, Projections: a.Runner,
-		Databases: map[string]string{"events": cfg.DB, "projections": cfg.ReadDB},
-	})
-	a.Execute = handler.NewExecute(reg, store, handler.ExecuteOptions{
-		Cache: a.Cache, SnapshotThreshold: cfg.SnapshotThreshold, Logger: logger, Observer: a.Metrics,
-	})
-	a.Project = handler.NewProject(reg, store, a.Runner, logger)
-	a.Project.Observer = a.Metrics
+	a.build()
 	if cfg.PushgatewayURL != "" {
 		job, instance := pushIdentity(cfg)
+		var err error
 		if a.Pusher, err = metrics.NewPusher(a.Metrics, cfg.PushgatewayURL, job, instance, cfg.PushTimeout, logger); err != nil {
 			return nil, errors.Join(fmt.Errorf("EVENTCORE_PUSHGATEWAY_URL: %w", err), a.Close())
 		}
 	}
 	return a, nil
 }
+
+func (a *App) replicaOptions(url, path string) replica.Options {
+	_, owner := pushIdentity(a.Config)
+	return replica.Options{URL: url, Path: path, SyncTimeout: a.Config.ReplicaTimeout, Owner: owner, Logger: a.Logger}
+}
+
+// openLog opens the event log: the SQLite file, replicated by a Writer
+// when this instance writes it, or a Follower of the writer's replica.
+func (a *App) openLog(ctx context.Context) error {
+	cfg := a.Config
+	fail := func(err error) error { return fmt.Errorf("EVENTCORE_DB: %w", err) }
+	if cfg.ReplicaURL != "" && a.Role == RoleProject {
+		f, err := replica.OpenFollower(ctx, a.replicaOptions(cfg.ReplicaURL, cfg.DB), cfg.StoreOptions())
+		if err != nil {
+			return fmt.Errorf("EVENTCORE_REPLICA_URL: %w", err)
+		}
+		a.follower, a.Store = f, f
+		return nil
+	}
+	if cfg.ReplicaURL != "" && a.logWriter == nil {
+		w, err := replica.OpenWriter(ctx, a.replicaOptions(cfg.ReplicaURL, cfg.DB))
+		if err != nil {
+			return fmt.Errorf("EVENTCORE_REPLICA_URL: %w", err)
+		}
+		a.logWriter = w
+	}
+	s, err := sqlite.Open(ctx, cfg.DB, cfg.StoreOptions())
+	if err != nil {
+		return fail(err)
+	}
+	a.Store = s
+	if a.logWriter != nil {
+		if err := a.logWriter.Start(ctx); err != nil {
+			return fmt.Errorf("EVENTCORE_REPLICA_URL: %w", err)
+		}
+	}
+	return nil
+}
+
+// openReadModels opens the read-model database and the projection runner,
+// replicated when this instance writes the read models and
+// EVENTCORE_READ_REPLICA_URL is set.
+func (a *App) openReadModels(ctx context.Context) error {
+	cfg := a.Config
+	if cfg.ReadReplicaURL != "" && a.Role != RoleExecute && a.readWriter == nil {
+		w, err := replica.OpenWriter(ctx, a.replicaOptions(cfg.ReadReplicaURL, cfg.ReadDB))
+		if err != nil {
+			return fmt.Errorf("EVENTCORE_READ_REPLICA_URL: %w", err)
+		}
+		a.readWriter = w
+	}
+	db, err := sql.Open("sqlite", cfg.StoreOptions().DSN(cfg.ReadDB, "immediate"))
+	if err == nil {
+		err = db.PingContext(ctx)
+	}
+	if err != nil {
+		if db != nil {
+			_ = db.Close()
+		}
+		return fmt.Errorf("EVENTCORE_READ_DB: %w", err)
+	}
+	a.ReadDB = db
+	if err := a.newRunner(ctx); err != nil {
+		return err
+	}
+	if a.readWriter != nil {
+		if err := a.readWriter.Start(ctx); err != nil {
+			return fmt.Errorf("EVENTCORE_READ_REPLICA_URL: %w", err)
+		}
+	}
+	return nil
+}
+
+// newRunner (re)creates the projection runner over the open databases.
+func (a *App) newRunner(ctx context.Context) error {
+	var err error
+	a.Runner, err = projection.NewRunner(ctx, a.ReadDB, metrics.InstrumentStore(a.Store, a.Metrics),
+		projection.Options{BatchSize: a.Config.ProjectionBatch, Logger: a.Logger}, a.reg.Projectors()...)
+	if err != nil {
+		return fmt.Errorf("EVENTCORE_READ_DB: %w", err)
+	}
+	return nil
+}
+
+// build (re)creates the handlers over the open databases.
+func (a *App) build() {
+	store := metrics.InstrumentStore(a.Store, a.Metrics)
+	if a.logWriter != nil {
+		store = &guardedStore{Store: store, w: a.logWriter}
+	}
+	a.Metrics.Watch(metrics.Sources{
+		Cache: a.Cache, Projections: a.Runner,
+		Databases: map[string]string{"events": a.Config.DB, "projections": a.Config.ReadDB},
+	})
+	opts := handler.ExecuteOptions{
+		Cache: a.Cache, SnapshotThreshold: a.Config.SnapshotThreshold, Logger: a.Logger, Observer: a.Metrics,
+	}
+	if a.logWriter != nil {
+		opts.Durable = a.logWriter.Sync
+	}
+	after := func(eventlog.Position) {}
+	if a.Execute != nil && a.Execute.AfterCommand != nil {
+		after = a.Execute.AfterCommand
+	}
+	a.Execute = handler.NewExecute(a.reg, store, opts)
+	a.Execute.AfterCommand = after
+	a.Project = handler.NewProject(a.reg, store, a.Runner, a.Logger)
+	a.Project.Observer = a.Metrics
+}
+
+// guardedStore checks the writer lease before every append, so that a
+// process that is not the single writer never writes.
+type guardedStore struct {
+	eventlog.Store
+	w *replica.Writer
+}
+
+func (s *guardedStore) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	if err := s.w.Guard(ctx); err != nil {
+		return eventlog.AppendResult{}, err
+	}
+	return s.Store.Append(ctx, req)
+}
+
+// LoadSnapshot and SaveSnapshot pass the snapshot capability through.
+func (s *guardedStore) LoadSnapshot(ctx context.Context, key string) (eventlog.Snapshot, bool, error) {
+	if ss, ok := s.Store.(eventlog.SnapshotStore); ok {
+		return ss.LoadSnapshot(ctx, key)
+	}
+	return eventlog.Snapshot{}, false, nil
+}
+
+func (s *guardedStore) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot) error {
+	if ss, ok := s.Store.(eventlog.SnapshotStore); ok {
+		if err := s.w.Guard(ctx); err != nil {
+			return err
+		}
+		return ss.SaveSnapshot(ctx, snap)
+	}
+	return nil
+}
+
+// Begin prepares an invocation in Litestream mode (a no-op otherwise): the
+// project role brings its copy of the log up to date from the replica; a
+// writer whose replica another writer moved while this instance was frozen
+// reloads it (and forgets its cache) before anything is written. Errors
+// are logged, not returned: the handlers answer for them (503s, or reads
+// of the copy as it is).
+func (a *App) Begin(ctx context.Context) {
+	if a.follower != nil {
+		if _, err := a.follower.CatchUp(ctx); err != nil {
+			a.Logger.ErrorContext(ctx, "event log catch-up from the replica failed", "error", err.Error())
+		}
+	}
+	if a.logWriter != nil {
+		if stale, err := a.logWriter.Begin(ctx); stale {
+			if err := a.reloadLog(ctx); err != nil {
+				a.Logger.ErrorContext(ctx, "reloading the event log from the replica failed", "error", err.Error())
+			}
+		} else if err != nil {
+			a.Logger.WarnContext(ctx, "event log writer lease", "error", err.Error())
+		}
+	}
+	if a.readWriter != nil {
+		if stale, err := a.readWriter.Begin(ctx); stale {
+			if err := a.reloadReadModels(ctx); err != nil {
+				a.Logger.ErrorContext(ctx, "reloading the read models from the replica failed", "error", err.Error())
+			}
+		} else if err != nil {
+			a.Logger.WarnContext(ctx, "read-model writer lease", "error", err.Error())
+		}
+	}
+}
+
+func (a *App) reloadLog(ctx context.Context) error {
+	a.Logger.WarnContext(ctx, "another writer changed the event log's replica; reloading it")
+	err := a.Store.Close()
+	if err = errors.Join(err, a.logWriter.Reload(ctx)); err != nil {
+		return err
+	}
+	if err := a.openLog(ctx); err != nil {
+		return err
+	}
+	if err := a.newRunner(ctx); err != nil {
+		return err
+	}
+	a.Cache = cache.New(a.Config.CacheTTL, a.Config.CacheMaxBytes) // states of the old history must go
+	a.build()
+	return nil
+}
+
+func (a *App) reloadReadModels(ctx context.Context) error {
+	a.Logger.WarnContext(ctx, "another writer changed the read models' replica; reloading it")
+	err := a.ReadDB.Close()
+	if err = errors.Join(err, a.readWriter.Reload(ctx)); err != nil {
+		return err
+	}
+	if err := a.openReadModels(ctx); err != nil {
+		return err
+	}
+	a.build()
+	return nil
+}
+
+// SyncReadModels makes the read models' changes durable in their replica,
+// when they have one. Read models can be rebuilt from the log, so a
+// failure is logged and costs only a longer catch-up after a restore.
+func (a *App) SyncReadModels(ctx context.Context) {
+	if a.readWriter == nil {
+		return
+	}
+	if err := a.readWriter.Sync(ctx); err != nil {
+		a.Logger.WarnContext(ctx, "read-model replica sync failed", "error", err.Error())
+	}
+}
+
+// Maintain runs Litestream's periodic work (compaction, snapshots,
+// retention) on the replicas this instance writes.
+func (a *App) Maintain(ctx context.Context) error {
+	var errs []error
+	for _, w := range []*replica.Writer{a.logWriter, a.readWriter} {
+		if w != nil {
+			errs = append(errs, w.Maintain(ctx))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// KeepLease renews the writer leases this instance holds when they are
+// due, so that a long-running process (the local runner) keeps them while
+// idle. A lease found lost is logged; writes then answer 503.
+func (a *App) KeepLease(ctx context.Context) {
+	for _, w := range []*replica.Writer{a.logWriter, a.readWriter} {
+		if w != nil {
+			if err := w.Guard(ctx); err != nil {
+				a.Logger.WarnContext(ctx, "writer lease", "error", err.Error())
+			}
+		}
+	}
+}
+
+// Replicated reports whether the event log has a replica.
+func (a *App) Replicated() bool { return a.logWriter != nil || a.follower != nil }
 
 // pushIdentity is the grouping key of this instance's metrics: on Lambda
 // the function's name and the instance's log stream, locally "local" and
@@ -109,14 +367,22 @@ func (a *App) Push(ctx context.Context) {
 	}
 }
 
-// Close closes the databases.
+// Close closes the databases, syncing the replicas a last time (only while
+// this instance still holds their leases) and releasing the leases.
 func (a *App) Close() error {
 	var errs []error
+	ctx := context.Background()
 	if a.ReadDB != nil {
 		errs = append(errs, a.ReadDB.Close())
 	}
+	if a.readWriter != nil {
+		errs = append(errs, a.readWriter.Close(ctx))
+	}
 	if a.Store != nil {
 		errs = append(errs, a.Store.Close())
+	}
+	if a.logWriter != nil {
+		errs = append(errs, a.logWriter.Close(ctx))
 	}
 	return errors.Join(errs...)
 }
@@ -124,11 +390,21 @@ func (a *App) Close() error {
 // InvokeFunc is a Lambda handler over raw events.
 type InvokeFunc func(ctx context.Context, payload json.RawMessage) (any, error)
 
+// maintenanceRequest is the scheduled direct invocation that runs
+// Litestream's periodic work on the execute function.
+type maintenanceRequest struct {
+	Maintenance bool `json:"maintenance"`
+}
+
 // StartLambda is the whole main of a function: it loads the configuration,
-// registers the domain, opens the App and hands pick(app) to the Lambda
-// runtime. Bad configuration ends the process with one line naming the
-// variable. On SIGTERM (the runtime's shutdown) the databases are closed.
-func StartLambda(name string, register func(*handler.Registry), pick func(*App) InvokeFunc) {
+// registers the domain, opens the App for role and hands pick(app) to the
+// Lambda runtime. Bad configuration ends the process with one line naming
+// the variable. Each invocation starts with Begin; with a replica, the
+// payload {"maintenance":true} runs Maintain instead of a handler, and the
+// project role syncs its read models after each invocation. On SIGTERM
+// (the runtime's shutdown) the databases are closed and the leases
+// released.
+func StartLambda(name string, role Role, register func(*handler.Registry), pick func(*App) InvokeFunc) {
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
@@ -137,20 +413,30 @@ func StartLambda(name string, register func(*handler.Registry), pick func(*App) 
 	}
 	reg := handler.NewRegistry()
 	register(reg)
-	a, err := Open(context.Background(), cfg, reg, logger)
+	a, err := OpenAs(context.Background(), role, cfg, reg, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+": "+err.Error())
 		os.Exit(1)
 	}
-	invoke := pick(a)
 	// Lambda freezes the instance as soon as the handler returns, so the
-	// metrics are pushed before it does.
-	pushed := func(ctx context.Context, payload json.RawMessage) (any, error) {
-		out, err := invoke(ctx, payload)
+	// metrics are pushed (and the read models synced) before it does.
+	invoke := func(ctx context.Context, payload json.RawMessage) (any, error) {
+		a.Begin(ctx)
+		var m maintenanceRequest
+		if a.Replicated() && json.Unmarshal(payload, &m) == nil && m.Maintenance {
+			err := a.Maintain(ctx)
+			a.Push(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]bool{"maintained": true}, nil
+		}
+		out, err := pick(a)(ctx, payload)
+		a.SyncReadModels(ctx)
 		a.Push(ctx)
 		return out, err
 	}
-	lambda.StartWithOptions(pushed, lambda.WithEnableSIGTERM(func() {
+	lambda.StartWithOptions(invoke, lambda.WithEnableSIGTERM(func() {
 		if a.Pusher != nil {
 			_ = a.Pusher.Delete()
 		}

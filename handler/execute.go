@@ -39,6 +39,7 @@ type Execute struct {
 	options  executor.Options
 	log      *slog.Logger
 	observer CommandObserver
+	durable  func(context.Context) error
 	// AfterCommand, when set, is called after every command that recorded
 	// events, with the last position; the local runner uses it to wake its
 	// projections. It must not block.
@@ -52,6 +53,13 @@ type ExecuteOptions struct {
 	SnapshotThreshold int                  // 0 = executor default; negative disables
 	Logger            *slog.Logger         // nil = slog.Default()
 	Observer          CommandObserver      // nil for none
+	// Durable, when set, is called after every command that recorded
+	// events (or found its idempotency key already recorded), before the
+	// answer: it makes the events durable beyond this instance (a replica
+	// sync). An error wrapping eventlog.ErrUnavailable answers 503
+	// replica_unavailable, one wrapping eventlog.ErrNotWriter 503
+	// writer_unavailable; the command is then not acknowledged.
+	Durable func(context.Context) error
 }
 
 // CommandObserver is told about every executed command (metrics). Its
@@ -79,7 +87,7 @@ func NewExecute(reg *Registry, store eventlog.Store, opts ExecuteOptions) *Execu
 		opts.Logger = slog.Default()
 	}
 	x := &Execute{
-		reg: reg, store: store, log: opts.Logger, observer: opts.Observer,
+		reg: reg, store: store, log: opts.Logger, observer: opts.Observer, durable: opts.Durable,
 		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold},
 	}
 	if opts.Observer != nil {
@@ -219,6 +227,13 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 		x.observe(name, outcomeOf(e.Status), start, res)
 		return fail(e)
 	}
+	if x.durable != nil && len(res.Events) > 0 {
+		if err := x.durable(ctx); err != nil {
+			e := x.classify(ctx, name, err)
+			x.observe(name, outcomeOf(e.Status), start, res)
+			return fail(e)
+		}
+	}
 	x.observe(name, OutcomeOK, start, res)
 	resp := CommandResponse{Attempts: res.Attempts, Events: make([]EventIndex, len(res.Events))}
 	for i, r := range res.Events {
@@ -282,6 +297,14 @@ func (x *Execute) classify(ctx context.Context, name string, err error) *Error {
 		return InvalidRequest("%v", invalid.err)
 	case errors.Is(err, executor.ErrConcurrency):
 		return Errorf(http.StatusConflict, "concurrency", "the command kept conflicting with concurrent commands; retry it")
+	case errors.Is(err, eventlog.ErrUnavailable):
+		x.log.WarnContext(ctx, "command not acknowledged", "command", name, "request_id", requestID(ctx), "error", err.Error())
+		return Errorf(http.StatusServiceUnavailable, "replica_unavailable",
+			"the command's events could not be made durable in the replica, so its outcome is unknown; retry it with the same Idempotency-Key")
+	case errors.Is(err, eventlog.ErrNotWriter):
+		x.log.WarnContext(ctx, "command refused: not the writer", "command", name, "request_id", requestID(ctx), "error", err.Error())
+		return Errorf(http.StatusServiceUnavailable, "writer_unavailable",
+			"this instance does not hold the event log's writer lease; nothing was recorded; retry shortly")
 	}
 	if x.reg.errorMapper != nil {
 		if e := x.reg.errorMapper(err); e != nil {

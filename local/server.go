@@ -21,6 +21,10 @@ import (
 // answers 503 projection_behind instead of waiting forever.
 var requestTimeout = 30 * time.Second
 
+// maintenanceInterval is how often the runner compacts and snapshots its
+// replicas, as the execute function's schedule does on AWS.
+const maintenanceInterval = 30 * time.Second
+
 // server turns HTTP requests into HTTP API events for the handlers.
 type server struct {
 	app     *app.App
@@ -115,6 +119,7 @@ func toEvent(r *http.Request) (events.APIGatewayV2HTTPRequest, error) {
 func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	var maintained time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,6 +130,16 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 		run, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if _, err := s.app.Project.CatchUp(run); err != nil && ctx.Err() == nil {
 			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
+		}
+		if s.app.Replicated() {
+			s.app.SyncReadModels(run)
+			s.app.KeepLease(run)
+			if time.Since(maintained) >= maintenanceInterval {
+				if err := s.app.Maintain(run); err != nil && ctx.Err() == nil {
+					s.app.Logger.Warn("replica maintenance failed", "error", err.Error())
+				}
+				maintained = time.Now()
+			}
 		}
 		cancel()
 		s.app.Push(ctx)

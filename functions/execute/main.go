@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	app.StartLambda("execute", bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Execute.Invoke })
+	app.StartLambda("execute", app.RoleExecute, bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Execute.Invoke })
 }

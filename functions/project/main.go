@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	app.StartLambda("project", bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Project.Invoke })
+	app.StartLambda("project", app.RoleProject, bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Project.Invoke })
 }

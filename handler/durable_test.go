@@ -1,0 +1,70 @@
+package handler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
+	"github.com/eventcore-go/eventcore/handler"
+)
+
+// A command is acknowledged only once Durable succeeds; when it fails the
+// answer is 503 with a code saying why, and a retry with the same key
+// answers the first execution's events once the replica is back.
+func TestDurableGatesTheAnswer(t *testing.T) {
+	e := newEnv(t)
+	var fail atomic.Pointer[error]
+	calls := atomic.Int64{}
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	x := handler.NewExecute(reg, e.app.Store, handler.ExecuteOptions{Durable: func(context.Context) error {
+		calls.Add(1)
+		if err := fail.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}})
+	post := func(body, key string) (int, string) {
+		resp := x.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/open-account", "", map[string]string{"idempotency-key": key}, body))
+		return resp.StatusCode, resp.Body
+	}
+	if status, body := post(`{"account":"a1","owner":"A"}`, "k1"); status != 200 {
+		t.Fatalf("healthy replica: %d %s", status, body)
+	}
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{fmt.Errorf("%w: bucket unreachable", eventlog.ErrUnavailable), "replica_unavailable"},
+		{fmt.Errorf("%w: lease held by b", eventlog.ErrNotWriter), "writer_unavailable"},
+	} {
+		fail.Store(&c.err)
+		status, body := post(`{"account":"a2","owner":"B"}`, "k2")
+		var got struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &got)
+		if status != http.StatusServiceUnavailable || got.Error.Code != c.code {
+			t.Fatalf("durable failing with %v: %d %s, want 503 %s", c.err, status, body, c.code)
+		}
+	}
+	fail.Store(nil)
+	status, body := post(`{"account":"a2","owner":"B"}`, "k2")
+	var ok handler.CommandResponse
+	if err := json.Unmarshal([]byte(body), &ok); status != 200 || err != nil || len(ok.Events) != 1 || ok.Events[0].Position != 2 {
+		t.Fatalf("retry after the replica came back: %d %s", status, body)
+	}
+	// A command that recorded nothing needs no sync.
+	before := calls.Load()
+	if status, _ := post(`{"account":"a2","owner":"B"}`, ""); status == 200 {
+		t.Fatal("opening an open account succeeded")
+	}
+	if calls.Load() != before {
+		t.Fatal("Durable called for a command that recorded nothing")
+	}
+}
