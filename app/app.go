@@ -103,7 +103,7 @@ func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Regi
 
 func (a *App) replicaOptions(url, path string) replica.Options {
 	_, owner := pushIdentity(a.Config)
-	return replica.Options{URL: url, Path: path, SyncTimeout: a.Config.ReplicaTimeout, Owner: owner, Logger: a.Logger}
+	return replica.Options{URL: url, Path: path, SyncTimeout: a.Config.ReplicaTimeout, LeaseTTL: a.Config.ReplicaLeaseTTL, Owner: owner, Logger: a.Logger}
 }
 
 // openLog opens the event log: the SQLite file, replicated by a Writer

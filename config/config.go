@@ -30,6 +30,7 @@ type Config struct {
 	ReplicaURL         string        // EVENTCORE_REPLICA_URL
 	ReadReplicaURL     string        // EVENTCORE_READ_REPLICA_URL
 	ReplicaTimeout     time.Duration // EVENTCORE_REPLICA_TIMEOUT
+	ReplicaLeaseTTL    time.Duration // EVENTCORE_REPLICA_LEASE_TTL
 	CacheTTL           time.Duration // EVENTCORE_CACHE_TTL
 	CacheMaxBytes      int64         // EVENTCORE_CACHE_MAX_BYTES
 	AllowEphemeral     bool          // EVENTCORE_ALLOW_EPHEMERAL
@@ -114,6 +115,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.ReplicaTimeout, err = duration(str("EVENTCORE_REPLICA_TIMEOUT", replica.DefaultSyncTimeout.String())); err != nil {
 		return fail("EVENTCORE_REPLICA_TIMEOUT", err)
+	}
+	if c.ReplicaLeaseTTL, err = duration(str("EVENTCORE_REPLICA_LEASE_TTL", replica.DefaultLeaseTTL.String())); err != nil {
+		return fail("EVENTCORE_REPLICA_LEASE_TTL", err)
+	}
+	if c.ReplicaLeaseTTL <= c.ReplicaTimeout+time.Second {
+		return fail("EVENTCORE_REPLICA_LEASE_TTL", fmt.Errorf("%s must be longer than EVENTCORE_REPLICA_TIMEOUT (%s) plus 1s, so that a sync ends before the lease does", c.ReplicaLeaseTTL, c.ReplicaTimeout))
 	}
 	if c.CacheTTL, err = duration(str("EVENTCORE_CACHE_TTL", cache.DefaultTTL.String())); err != nil {
 		return fail("EVENTCORE_CACHE_TTL", err)

@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		ProjectionInterval: time.Second,
 		SnapshotThreshold:  100,
 		ReplicaTimeout:     5 * time.Second,
+		ReplicaLeaseTTL:    30 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults\n%+v\nwant\n%+v", c, want)
@@ -72,7 +73,7 @@ func TestValues(t *testing.T) {
 		CacheTTL: 90 * time.Second, CacheMaxBytes: 1 << 30, AllowEphemeral: true,
 		PushgatewayURL: "http://pg:9091", PushTimeout: time.Second,
 		ProjectionBatch: 10000, ProjectionInterval: 250 * time.Millisecond, SnapshotThreshold: 7,
-		ReplicaTimeout: 5 * time.Second,
+		ReplicaTimeout: 5 * time.Second, ReplicaLeaseTTL: 30 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("%+v\nwant\n%+v", c, want)
@@ -100,6 +101,7 @@ func TestBadVariables(t *testing.T) {
 		{"EVENTCORE_REPLICA_URL", []string{"x", "http://bucket/events", "s3://", "s3:///path", "file://relative/x", "file:relative", "gs://bucket/x"}},
 		{"EVENTCORE_READ_REPLICA_URL", []string{"x", "s3://", "file:relative", "s3://bucket/read"}}, // the last: no EVENTCORE_REPLICA_URL
 		{"EVENTCORE_REPLICA_TIMEOUT", []string{"0", "soon", "-1s"}},
+		{"EVENTCORE_REPLICA_LEASE_TTL", []string{"0", "soon", "-1s", "6s"}}, // the last: not over the timeout + 1s
 		{"EVENTCORE_CACHE_TTL", []string{"5", "0", "0s", "-1m", "forever", "5 m"}},
 		{"EVENTCORE_CACHE_MAX_BYTES", []string{"0", "lots", "-5MiB", "2TiB", "1.5.5MB", "99999999999999999999999"}},
 		{"EVENTCORE_ALLOW_EPHEMERAL", []string{"yes", "no", "on", "2", "truee"}},

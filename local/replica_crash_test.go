@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/replica/replicatest"
+)
+
+// TestKillNineWithReplica loses the whole instance: it kills the runner
+// with SIGKILL during a burst of commands, deletes every local file, and
+// starts a new runner from the replica alone. Every command answered 200
+// must be there at the position it was answered, positions must continue
+// without a gap, and the restored file must pass PRAGMA integrity_check.
+func TestKillNineWithReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("SIGKILL")
+	}
+	bin := buildRunner(t)
+	for _, kind := range []string{"file", "s3"} {
+		t.Run(kind, func(t *testing.T) {
+			var url string
+			var extra []string
+			switch kind {
+			case "file":
+				url = "file://" + filepath.Join(t.TempDir(), "replica")
+			case "s3":
+				s3 := replicatest.StartS3(t)
+				url = s3.URL("crash/events")
+				for k, v := range replicatest.EnvVars() {
+					extra = append(extra, k+"="+v)
+				}
+				// The killed runner's S3 lease is not released; keep its TTL
+				// short so the successor can take it over after it expires.
+				extra = append(extra, "EVENTCORE_REPLICA_LEASE_TTL=3s", "EVENTCORE_REPLICA_TIMEOUT=1s")
+			}
+			dir := t.TempDir()
+			env := append([]string{
+				"EVENTCORE_DB=" + filepath.Join(dir, "events.db"),
+				"EVENTCORE_READ_DB=" + filepath.Join(dir, "projections.db"),
+				"EVENTCORE_PROJECTION_INTERVAL=100ms",
+				"EVENTCORE_REPLICA_URL=" + url,
+			}, extra...)
+			const workers = 4
+			p := launch(t, bin, env)
+			for w := range workers {
+				do(t, "POST", p.url+"/commands/open-account", fmt.Sprintf(`{"account":"acct-%d","owner":"Owner %d"}`, w, w)).want(t, 200, `"attempts":1`)
+				do(t, "POST", p.url+"/commands/deposit", fmt.Sprintf(`{"account":"acct-%d","amount":1000000}`, w)).want(t, 200, `"attempts":1`)
+			}
+			var all []acked
+			for round := range 2 {
+				done := make(chan []acked, 1)
+				go func() { done <- load(t, p.url, round, workers) }()
+				time.Sleep(time.Duration(200+rand.IntN(500)) * time.Millisecond)
+				if err := p.cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				<-p.exited
+				got := <-done
+				if len(got) == 0 {
+					t.Fatalf("round %d: no command was acknowledged before the kill", round)
+				}
+				t.Logf("round %d: %d commands acknowledged before SIGKILL", round, len(got))
+				all = append(all, got...)
+				// The instance is gone with its disk.
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+				if kind == "s3" {
+					time.Sleep(3 * time.Second) // the dead runner's lease expires
+				}
+				p = launch(t, bin, env)
+				keys := feedKeys(t, p.url) // also checks positions run 1, 2, 3, ...
+				for _, a := range all {
+					pos, ok := keys[a.key]
+					if !ok {
+						t.Fatalf("round %d: acknowledged command %s is not in the restored log", round, a.key)
+					}
+					if fmt.Sprint(pos) != fmt.Sprint(a.positions) {
+						t.Fatalf("command %s answered positions %v, the restored log has %v", a.key, a.positions, pos)
+					}
+				}
+			}
+			_ = p.cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-p.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the runner did not stop on SIGINT")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("exit code %d after SIGINT: %s", code, p.stderr)
+			}
+			store, err := sqlite.Open(context.Background(), filepath.Join(dir, "events.db"), sqlite.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = store.Close() }()
+			var ok string
+			if err := store.DB().QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+				t.Fatalf("integrity_check after restore: %q %v", ok, err)
+			}
+		})
+	}
+}
