@@ -18,7 +18,7 @@ import (
 	"github.com/eventcore-go/eventcore/replica/replicatest"
 )
 
-func openRole(t *testing.T, role app.Role, env map[string]string) *app.App {
+func openRole(t testing.TB, role app.Role, env map[string]string) *app.App {
 	t.Helper()
 	cfg, err := config.Load(func(name string) string { return env[name] })
 	if err != nil {
