@@ -59,7 +59,7 @@ func TestProjectRoleFollowsTheLogReplica(t *testing.T) {
 		"EVENTCORE_REPLICA_URL": s3.URL("bank/events"), "EVENTCORE_READ_REPLICA_URL": s3.URL("bank/read-models"),
 	}
 	exec := openRole(t, app.RoleExecute, execEnv)
-	defer exec.Close()
+	defer func() { _ = exec.Close() }()
 	proj := openRole(t, app.RoleProject, projEnv)
 	run := func(command, input string) {
 		t.Helper()
@@ -99,7 +99,7 @@ func TestProjectRoleFollowsTheLogReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := openRole(t, app.RoleProject, projEnv)
-	defer fresh.Close()
+	defer func() { _ = fresh.Close() }()
 	if status, body := balance(t, fresh, "alice"); status != 200 || !strings.Contains(body, `"balance":150`) {
 		t.Fatalf("balance on a fresh instance before catch-up: %d %s", status, body)
 	}

@@ -45,7 +45,7 @@ func TestFollowerCatchesUpIncrementally(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
+			defer func() { _ = f.Close() }()
 			if h, err := f.Head(ctx); err != nil || h != 0 {
 				t.Fatalf("empty replica: head %d, %v", h, err)
 			}
@@ -53,7 +53,7 @@ func TestFollowerCatchesUpIncrementally(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer w.close(ctx)
+			defer func() { _ = w.close(ctx) }()
 			for i := range 10 {
 				if _, err := w.appendOne(ctx, "note-a", i); err != nil {
 					t.Fatal(err)
@@ -98,7 +98,7 @@ func TestFollowerCatchesUpIncrementally(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
+			defer func() { _ = s.Close() }()
 			if err := s.DB().QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
 				t.Fatalf("integrity_check: %q %v", ok, err)
 			}
@@ -116,7 +116,7 @@ func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.close(ctx)
+	defer func() { _ = w.close(ctx) }()
 	for i := range 5 {
 		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
 			t.Fatal(err)
@@ -126,7 +126,7 @@ func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	for i := 5; i < 10; i++ {
 		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
 			t.Fatal(err)

@@ -100,14 +100,14 @@ func (l *fileLease) hold(context.Context, time.Duration) (bool, error) {
 	}
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return false, fmt.Errorf("%w: writer lock %s: %v", eventlog.ErrUnavailable, l.path, err)
+		return false, fmt.Errorf("%w: writer lock %s: %w", eventlog.ErrUnavailable, l.path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		_ = f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return false, fmt.Errorf("%w: another process holds %s", eventlog.ErrNotWriter, l.path)
 		}
-		return false, fmt.Errorf("%w: writer lock %s: %v", eventlog.ErrUnavailable, l.path, err)
+		return false, fmt.Errorf("%w: writer lock %s: %w", eventlog.ErrUnavailable, l.path, err)
 	}
 	l.f = f
 	return true, nil
@@ -155,16 +155,16 @@ func (l *s3Lease) hold(ctx context.Context, margin time.Duration) (bool, error) 
 			if l.lease.TTL() > margin {
 				return false, nil // still ours for long enough; renew next time
 			}
-			return false, fmt.Errorf("%w: renew writer lease: %v", eventlog.ErrUnavailable, err)
+			return false, fmt.Errorf("%w: renew writer lease: %w", eventlog.ErrUnavailable, err)
 		}
 	}
 	lease, err := l.leaser.AcquireLease(ctx)
 	if err != nil {
 		var held *litestream.LeaseExistsError
 		if errors.As(err, &held) {
-			return false, fmt.Errorf("%w: %v", eventlog.ErrNotWriter, held)
+			return false, fmt.Errorf("%w: %w", eventlog.ErrNotWriter, held)
 		}
-		return false, fmt.Errorf("%w: acquire writer lease: %v", eventlog.ErrUnavailable, err)
+		return false, fmt.Errorf("%w: acquire writer lease: %w", eventlog.ErrUnavailable, err)
 	}
 	l.lease = lease
 	return true, l.check(margin)

@@ -99,7 +99,7 @@ func ValidateURL(u string) error {
 		return fmt.Errorf("%q is not an s3:// or file:// URL", u)
 	}
 	if _, err := litestream.NewReplicaClientFromURL(u); err != nil {
-		return fmt.Errorf("%q: %v", u, err)
+		return fmt.Errorf("%q: %w", u, err)
 	}
 	return nil
 }

@@ -159,7 +159,7 @@ func (w *Writer) guardLocked(ctx context.Context) error {
 	if acquired {
 		top, err := head(ctx, w.client)
 		if err != nil {
-			return fmt.Errorf("%w: replica: %v", eventlog.ErrUnavailable, err)
+			return fmt.Errorf("%w: replica: %w", eventlog.ErrUnavailable, err)
 		}
 		if top != w.synced {
 			w.stale = true
@@ -204,7 +204,7 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 		return err
 	}
 	if err := w.db.SyncAndWait(ctx); err != nil {
-		return fmt.Errorf("%w: replica %s: %v", eventlog.ErrUnavailable, redact(w.opts.URL), err)
+		return fmt.Errorf("%w: replica %s: %w", eventlog.ErrUnavailable, redact(w.opts.URL), err)
 	}
 	w.synced = w.db.Replica.Pos().TXID
 	return nil
@@ -258,7 +258,7 @@ func (w *Writer) Reload(ctx context.Context) error {
 	w.detachLocked(ctx)
 	top, err := head(ctx, w.client)
 	if err != nil {
-		return fmt.Errorf("%w: replica: %v", eventlog.ErrUnavailable, err)
+		return fmt.Errorf("%w: replica: %w", eventlog.ErrUnavailable, err)
 	}
 	if err := wipe(w.opts.Path); err != nil {
 		return err

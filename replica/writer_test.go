@@ -105,7 +105,7 @@ func testRestoresDeletedFile(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.close(ctx)
+	defer func() { _ = n.close(ctx) }()
 	head, err := n.store.Head(ctx)
 	if err != nil || head != 20 {
 		t.Fatalf("head after restore = %d, %v; want 20", head, err)
@@ -155,7 +155,7 @@ func TestWriterReplicaDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.close(ctx)
+	defer func() { _ = n.close(ctx) }()
 	if head, err := n.store.Head(ctx); err != nil || head != 5 {
 		t.Fatalf("restored head = %d, %v; want 5", head, err)
 	}
@@ -182,7 +182,7 @@ func TestSecondWriterIsRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer second.close(ctx)
+			defer func() { _ = second.close(ctx) }()
 		})
 	}
 }
