@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
+	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
 )
@@ -41,20 +43,65 @@ var functions = map[string]string{
 // Routes only the local runner serves.
 var localOnlyRoutes = []string{"/healthz", "/metrics"}
 
+// Values of the template's StorageMode parameter. Every test of the
+// template's content runs in each of them, since CloudFormation deploys the
+// template as its conditions select it.
+var storageModes = []string{"efs", "litestream"}
+
+// noValue stands for Ref AWS::NoValue until resolve removes the property
+// or list element that holds it, as CloudFormation does.
+const noValue = "<AWS::NoValue>"
+
+// conditionValues evaluates the template's Conditions with the parameter
+// values params (the other parameters at their defaults), with goformation's
+// own handlers. goformation's EvaluateConditions option is used only for
+// this: it also replaces every resource that has a Condition attribute by
+// the condition's value, so the typed parse of its output fails.
+func conditionValues(data []byte, params map[string]any) (map[string]bool, error) {
+	processed, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{ParameterOverrides: params, EvaluateConditions: true})
+	if err != nil {
+		return nil, fmt.Errorf("evaluate conditions: %w", err)
+	}
+	var tpl struct{ Conditions map[string]any }
+	if err := json.Unmarshal(processed, &tpl); err != nil {
+		return nil, err
+	}
+	values := map[string]bool{}
+	for name, v := range tpl.Conditions {
+		b, ok := v.(bool)
+		if !ok {
+			return nil, fmt.Errorf("condition %s does not evaluate to true or false: %v", name, v)
+		}
+		values[name] = b
+	}
+	return values, nil
+}
+
 // placeholderOptions resolve intrinsic functions to values of the shape the
 // typed template needs, so that a property whose value is an intrinsic is
 // kept by the typed round trip (goformation's own handlers resolve most of
-// them to null, which the typed structs then omit). A Ref to a list
-// parameter becomes a list of two distinct elements.
-func placeholderOptions() *intrinsics.ProcessorOptions {
+// them to null, which the typed structs then omit, and its Fn::If resolves
+// to null unless EvaluateConditions is on). A Ref to a list parameter
+// becomes a list of two distinct elements, a Ref to a Number parameter its
+// value (its default, or its value in ParameterOverrides), Ref AWS::NoValue
+// the noValue marker. Fn::If picks its branch by conditions; an Fn::If on
+// an unknown condition is reported through fail.
+func placeholderOptions(conditions map[string]bool, fail func(error)) *intrinsics.ProcessorOptions {
 	return &intrinsics.ProcessorOptions{IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
 		"Ref": func(_ string, input, template any) any {
 			name := fmt.Sprint(input)
+			if name == "AWS::NoValue" {
+				return noValue
+			}
 			tpl, _ := asMap(template)
 			if params, ok := asMap(tpl["Parameters"]); ok {
 				if p, ok := asMap(params[name]); ok {
-					if t, _ := p["Type"].(string); strings.HasPrefix(t, "List<") || t == "CommaDelimitedList" {
+					t, _ := p["Type"].(string)
+					if strings.HasPrefix(t, "List<") || t == "CommaDelimitedList" {
 						return []any{"ref:" + name + "[0]", "ref:" + name + "[1]"}
+					}
+					if t == "Number" {
+						return p["Default"]
 					}
 				}
 			}
@@ -76,6 +123,23 @@ func placeholderOptions() *intrinsics.ProcessorOptions {
 			}
 			return "sub:" + fmt.Sprint(input)
 		},
+		"Fn::If": func(_ string, input, _ any) any {
+			args, ok := input.([]any)
+			if !ok || len(args) != 3 {
+				fail(fmt.Errorf("Fn::If %v: want [condition, then, else]", input))
+				return nil
+			}
+			name, _ := args[0].(string)
+			value, ok := conditions[name]
+			if !ok {
+				fail(fmt.Errorf("Fn::If on unknown condition %v", args[0]))
+				return nil
+			}
+			if value {
+				return args[1]
+			}
+			return args[2]
+		},
 	}}
 }
 
@@ -84,48 +148,171 @@ func asMap(v any) (map[string]any, bool) {
 	return m, ok
 }
 
-// checkKnownProperties parses the template at path into goformation's
-// typed model and fails when any key of the template does not survive a
-// round trip through it. goformation rejects unknown keys directly under a
-// resource's Properties, but drops without an error those it does not know
-// in Globals and in values of several possible shapes (event properties,
-// policies). The error lists every dropped key path.
+// resolve returns the template as CloudFormation would deploy it with
+// StorageMode=mode and the parameter values overrides, as JSON for
+// goformation's typed model: conditions evaluated, Fn::If resolved,
+// AWS::NoValue removed, the resources and outputs whose condition is false
+// left out; Ref, Fn::GetAtt and Fn::Sub become placeholders.
+func resolve(data []byte, mode string, overrides map[string]any) ([]byte, error) {
+	params := map[string]any{"StorageMode": mode}
+	for k, v := range overrides {
+		params[k] = v
+	}
+	conditions, err := conditionValues(data, params)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	opts := placeholderOptions(conditions, func(err error) { errs = append(errs, err) })
+	opts.ParameterOverrides = params
+	processed, err := intrinsics.ProcessYAML(data, opts)
+	if err != nil {
+		return nil, fmt.Errorf("process intrinsics: %w", err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var tpl map[string]any
+	if err := json.Unmarshal(processed, &tpl); err != nil {
+		return nil, err
+	}
+	stripNoValue(tpl)
+	// The placeholder Ref left the conditions unresolved: they are the
+	// values the template is resolved with.
+	if _, ok := tpl["Conditions"]; ok {
+		values := map[string]any{}
+		for k, v := range conditions {
+			values[k] = v
+		}
+		tpl["Conditions"] = values
+	}
+	for _, section := range []string{"Resources", "Outputs"} {
+		entries, _ := asMap(tpl[section])
+		for name, e := range entries {
+			entry, _ := asMap(e)
+			c, ok := entry["Condition"]
+			if !ok {
+				continue
+			}
+			value, known := conditions[fmt.Sprint(c)]
+			if !known {
+				return nil, fmt.Errorf("%s %s has the unknown condition %v", section, name, c)
+			}
+			if !value {
+				delete(entries, name)
+			}
+		}
+	}
+	if err := dropSAMOnly(tpl); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(tpl, "", "  ")
+}
+
+// samOnly are properties SAM defines but goformation's typed model lacks
+// (its parse refuses them): the one exception to the round-trip check,
+// each with the value it must have. HttpApi's EnableIamAuthorizer makes
+// SAM define the AWS_IAM authorizer that DefaultAuthorizer names; without
+// it the SAM transform rejects the template.
+var samOnly = []struct {
+	resource string
+	path     []string
+	want     any
+}{
+	{"HttpApi", []string{"Properties", "Auth", "EnableIamAuthorizer"}, true},
+}
+
+// dropSAMOnly checks and removes the samOnly properties.
+func dropSAMOnly(tpl map[string]any) error {
+	resources, _ := asMap(tpl["Resources"])
+	for _, p := range samOnly {
+		node, _ := asMap(resources[p.resource])
+		for _, k := range p.path[:len(p.path)-1] {
+			node, _ = asMap(node[k])
+		}
+		last := p.path[len(p.path)-1]
+		if got, ok := node[last]; !ok || got != p.want {
+			return fmt.Errorf("%s.%s is %v, want %v", p.resource, strings.Join(p.path, "."), got, p.want)
+		}
+		delete(node, last)
+	}
+	return nil
+}
+
+// stripNoValue removes, under v, every object key and list element whose
+// value is the noValue marker, and returns v.
+func stripNoValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			if child == noValue {
+				delete(v, k)
+				continue
+			}
+			v[k] = stripNoValue(child)
+		}
+	case []any:
+		kept := v[:0]
+		for _, child := range v {
+			if child != noValue {
+				kept = append(kept, stripNoValue(child))
+			}
+		}
+		return kept
+	}
+	return v
+}
+
+// checkKnownProperties parses the template at path, resolved in each
+// storage mode, into goformation's typed model and fails when any key of
+// the resolved template does not survive a round trip through it.
+// goformation rejects unknown keys directly under a resource's Properties,
+// but drops without an error those it does not know in Globals and in
+// values of several possible shapes (event properties, policies). Each
+// branch of an Fn::If on UseEFS or UseLitestream is checked in the mode
+// that selects it. The error lists every dropped key path.
 func checkKnownProperties(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	processed, err := intrinsics.ProcessYAML(data, placeholderOptions())
-	if err != nil {
-		return fmt.Errorf("process intrinsics: %w", err)
-	}
-	typed, err := goformation.ParseJSONWithOptions(processed, &intrinsics.ProcessorOptions{NoProcess: true})
-	if err != nil {
-		return fmt.Errorf("typed parse: %w", err)
-	}
-	roundTrip, err := json.Marshal(typed)
-	if err != nil {
-		return fmt.Errorf("marshal typed template: %w", err)
-	}
-	var original, back any
-	if err := json.Unmarshal(processed, &original); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(roundTrip, &back); err != nil {
-		return err
-	}
-	want, got := map[string]bool{}, map[string]bool{}
-	keyPaths("", original, want)
-	keyPaths("", back, got)
-	var dropped []string
-	for p := range want {
-		if !got[p] {
-			dropped = append(dropped, p)
+	var problems []string
+	for _, mode := range storageModes {
+		resolved, err := resolve(data, mode, nil)
+		if err != nil {
+			return fmt.Errorf("StorageMode=%s: %w", mode, err)
+		}
+		typed, err := goformation.ParseJSONWithOptions(resolved, &intrinsics.ProcessorOptions{NoProcess: true})
+		if err != nil {
+			return fmt.Errorf("StorageMode=%s: typed parse: %w", mode, err)
+		}
+		roundTrip, err := json.Marshal(typed)
+		if err != nil {
+			return fmt.Errorf("StorageMode=%s: marshal typed template: %w", mode, err)
+		}
+		var original, back any
+		if err := json.Unmarshal(resolved, &original); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(roundTrip, &back); err != nil {
+			return err
+		}
+		want, got := map[string]bool{}, map[string]bool{}
+		keyPaths("", original, want)
+		keyPaths("", back, got)
+		var dropped []string
+		for p := range want {
+			if !got[p] {
+				dropped = append(dropped, p)
+			}
+		}
+		if len(dropped) > 0 {
+			sort.Strings(dropped)
+			problems = append(problems, "StorageMode="+mode+": "+strings.Join(dropped, ", "))
 		}
 	}
-	if len(dropped) > 0 {
-		sort.Strings(dropped)
-		return fmt.Errorf("properties the typed template does not know (dropped by goformation): %s", strings.Join(dropped, ", "))
+	if len(problems) > 0 {
+		return fmt.Errorf("properties the typed template does not know (dropped by goformation): %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
@@ -150,9 +337,6 @@ func keyPaths(prefix string, v any, out map[string]bool) {
 }
 
 func TestTemplateHasOnlyKnownProperties(t *testing.T) {
-	if _, err := goformation.Open(templateFile); err != nil {
-		t.Fatalf("goformation.Open(%s): %v", templateFile, err)
-	}
 	if err := checkKnownProperties(templateFile); err != nil {
 		t.Fatal(err)
 	}
@@ -164,22 +348,30 @@ func TestKnownPropertiesCheckCatchesUnknownProperty(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each case adds an unknown key beside the first occurrence of a known
-	// one, at the same indentation.
+	// one, at the same indentation (also when the known key opens a list
+	// element). Some are in resources or Fn::If branches of one storage
+	// mode only.
 	cases := map[string]struct{ beside, unknown string }{
-		"global property":   {"Runtime", "Runtme"},
-		"efs property":      {"PerformanceMode", "PerformanceMod"},
-		"function property": {"ReservedConcurrentExecutions", "ReservedConcurrency"},
-		"event property":    {"Path", "Paht"},
-		"mount property":    {"LocalMountPath", "LocalMountPaht"},
+		"global property":         {"Runtime", "Runtme"},
+		"efs property":            {"PerformanceMode", "PerformanceMod"},
+		"access point property":   {"Path", "Paht"},
+		"function property":       {"ReservedConcurrentExecutions", "ReservedConcurrency"},
+		"event property":          {"Method", "Methd"},
+		"efs mode branch":         {"LocalMountPath", "LocalMountPaht"},
+		"litestream mode branch":  {"Size", "Sise"},
+		"litestream bucket":       {"BlockPublicAcls", "BlockPublicAcl"},
+		"litestream rule target":  {"Input", "Inputt"},
+		"litestream rule":         {"ScheduleExpression", "Schedule"},
+		"litestream rule trigger": {"Principal", "Principle"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			line := regexp.MustCompile(`(?m)^( +)` + c.beside + `: .*\n`)
+			line := regexp.MustCompile(`(?m)^( +(?:- )?)` + c.beside + `: .*\n`)
 			loc := line.FindSubmatchIndex(data)
 			if loc == nil {
 				t.Fatalf("template has no %s key to add %s beside", c.beside, c.unknown)
 			}
-			indent := string(data[loc[2]:loc[3]])
+			indent := strings.Repeat(" ", loc[3]-loc[2])
 			bad := string(data[:loc[1]]) + indent + c.unknown + ": x\n" + string(data[loc[1]:])
 			path := filepath.Join(t.TempDir(), "template.yaml")
 			if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
@@ -196,20 +388,42 @@ func TestKnownPropertiesCheckCatchesUnknownProperty(t *testing.T) {
 	}
 }
 
-// parsed is the template as typed resources, with intrinsics resolved to
-// placeholders so that references can be checked.
+// parsed is the template as typed resources, resolved in one storage mode
+// (see resolve), with intrinsics resolved to placeholders so that
+// references can be checked. raw is the resolved template goformation
+// parsed.
 type parsed struct {
+	mode    string
 	tpl     *cloudformation.Template
 	globals *global.Function
+	raw     map[string]any
 }
 
-func parseTemplate(t *testing.T) parsed {
+func parseTemplate(t *testing.T, mode string) parsed {
 	t.Helper()
-	tpl, err := goformation.OpenWithOptions(templateFile, placeholderOptions())
+	return parseTemplateWith(t, mode, nil)
+}
+
+// parseTemplateWith parses the template with StorageMode=mode and the
+// parameter values overrides.
+func parseTemplateWith(t *testing.T, mode string, overrides map[string]any) parsed {
+	t.Helper()
+	data, err := os.ReadFile(templateFile)
 	if err != nil {
-		t.Fatalf("parse %s: %v", templateFile, err)
+		t.Fatal(err)
 	}
-	p := parsed{tpl: tpl}
+	resolved, err := resolve(data, mode, overrides)
+	if err != nil {
+		t.Fatalf("resolve %s with StorageMode=%s: %v", templateFile, mode, err)
+	}
+	tpl, err := goformation.ParseJSONWithOptions(resolved, &intrinsics.ProcessorOptions{NoProcess: true})
+	if err != nil {
+		t.Fatalf("parse %s with StorageMode=%s: %v", templateFile, mode, err)
+	}
+	p := parsed{mode: mode, tpl: tpl}
+	if err := json.Unmarshal(resolved, &p.raw); err != nil {
+		t.Fatal(err)
+	}
 	if g, ok := tpl.Globals["Function"]; ok {
 		gf, ok := g.(*global.Function)
 		if !ok {
@@ -218,6 +432,23 @@ func parseTemplate(t *testing.T) parsed {
 		p.globals = gf
 	}
 	return p
+}
+
+// eachMode runs test in a subtest per storage mode, with the template
+// parsed in that mode.
+func eachMode(t *testing.T, test func(t *testing.T, p parsed)) {
+	t.Helper()
+	for _, mode := range storageModes {
+		t.Run(mode, func(t *testing.T) { test(t, parseTemplate(t, mode)) })
+	}
+}
+
+// resource returns the resolved resource name (its Type, Condition,
+// Properties...), nil if the mode leaves it out.
+func (p parsed) resource(name string) map[string]any {
+	resources, _ := asMap(p.raw["Resources"])
+	r, _ := asMap(resources[name])
+	return r
 }
 
 func (p parsed) function(t *testing.T, name string) *serverless.Function {
@@ -283,49 +514,50 @@ func (p parsed) environment(f *serverless.Function) map[string]string {
 }
 
 func TestFunctionsBuildFromTheMakefile(t *testing.T) {
-	p := parseTemplate(t)
 	mk, err := os.ReadFile(makefile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, pkg := range functions {
-		t.Run(name, func(t *testing.T) {
-			f := p.function(t, name)
-			if got := p.runtime(f); got != "provided.al2023" {
-				t.Errorf("Runtime = %q, want provided.al2023", got)
-			}
-			if got := p.handler(f); got != "bootstrap" {
-				t.Errorf("Handler = %q, want bootstrap", got)
-			}
-			if got := p.architectures(f); !slices.Equal(got, []string{"arm64"}) {
-				t.Errorf("Architectures = %v, want [arm64]", got)
-			}
-			if got := f.AWSCloudFormationMetadata["BuildMethod"]; got != "makefile" {
-				t.Errorf("Metadata.BuildMethod = %v, want makefile", got)
-			}
-			recipe := makeRecipe(string(mk), "build-"+name)
-			if recipe == "" {
-				t.Fatalf("Makefile has no build-%s target (sam build calls it)", name)
-			}
-			for _, want := range []string{"$(ARTIFACTS_DIR)/bootstrap", pkg, "GOOS=linux", "GOARCH=arm64"} {
-				if !strings.Contains(recipe, want) {
-					t.Errorf("build-%s recipe %q does not contain %q", name, recipe, want)
+	eachMode(t, func(t *testing.T, p parsed) {
+		for name, pkg := range functions {
+			t.Run(name, func(t *testing.T) {
+				f := p.function(t, name)
+				if got := p.runtime(f); got != "provided.al2023" {
+					t.Errorf("Runtime = %q, want provided.al2023", got)
 				}
-			}
-			if _, err := exec.LookPath("make"); err != nil {
-				return
-			}
-			out, err := exec.Command("make", "-n", "-C", "..", "build-"+name, "ARTIFACTS_DIR=/artifacts").CombinedOutput()
-			if err != nil {
-				t.Fatalf("make -n build-%s: %v\n%s", name, err, out)
-			}
-			for _, want := range []string{"CGO_ENABLED=0", "-tags lambda.norpc", "-o /artifacts/bootstrap " + pkg} {
-				if !strings.Contains(string(out), want) {
-					t.Errorf("make -n build-%s runs %q, without %q", name, out, want)
+				if got := p.handler(f); got != "bootstrap" {
+					t.Errorf("Handler = %q, want bootstrap", got)
 				}
-			}
-		})
-	}
+				if got := p.architectures(f); !slices.Equal(got, []string{"arm64"}) {
+					t.Errorf("Architectures = %v, want [arm64]", got)
+				}
+				if got := f.AWSCloudFormationMetadata["BuildMethod"]; got != "makefile" {
+					t.Errorf("Metadata.BuildMethod = %v, want makefile", got)
+				}
+				recipe := makeRecipe(string(mk), "build-"+name)
+				if recipe == "" {
+					t.Fatalf("Makefile has no build-%s target (sam build calls it)", name)
+				}
+				for _, want := range []string{"$(ARTIFACTS_DIR)/bootstrap", pkg, "GOOS=linux", "GOARCH=arm64"} {
+					if !strings.Contains(recipe, want) {
+						t.Errorf("build-%s recipe %q does not contain %q", name, recipe, want)
+					}
+				}
+				if _, err := exec.LookPath("make"); err != nil {
+					return
+				}
+				out, err := exec.Command("make", "-n", "-C", "..", "build-"+name, "ARTIFACTS_DIR=/artifacts").CombinedOutput()
+				if err != nil {
+					t.Fatalf("make -n build-%s: %v\n%s", name, err, out)
+				}
+				for _, want := range []string{"CGO_ENABLED=0", "-tags lambda.norpc", "-o /artifacts/bootstrap " + pkg} {
+					if !strings.Contains(string(out), want) {
+						t.Errorf("make -n build-%s runs %q, without %q", name, out, want)
+					}
+				}
+			})
+		}
+	})
 }
 
 // makeRecipe returns the recipe lines of a Makefile target.
@@ -346,30 +578,33 @@ func makeRecipe(mk, target string) string {
 }
 
 func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
-	f := parseTemplate(t).function(t, "ExecuteFunction")
-	if f.ReservedConcurrentExecutions == nil {
-		t.Fatal("ExecuteFunction has no ReservedConcurrentExecutions; want 1")
-	}
-	if n := *f.ReservedConcurrentExecutions; n != 1 {
-		t.Fatalf("ExecuteFunction ReservedConcurrentExecutions = %d, want 1", n)
-	}
+	eachMode(t, func(t *testing.T, p parsed) {
+		f := p.function(t, "ExecuteFunction")
+		if f.ReservedConcurrentExecutions == nil {
+			t.Fatal("ExecuteFunction has no ReservedConcurrentExecutions; want 1")
+		}
+		if n := *f.ReservedConcurrentExecutions; n != 1 {
+			t.Fatalf("ExecuteFunction ReservedConcurrentExecutions = %d, want 1", n)
+		}
+	})
 }
 
 func TestHTTPAPIUsesIAMAuthorization(t *testing.T) {
-	p := parseTemplate(t)
-	apis := p.tpl.GetAllServerlessHttpApiResources()
-	if len(apis) != 1 {
-		t.Fatalf("template has %d HTTP APIs, want 1", len(apis))
-	}
-	for name, api := range apis {
-		if api.Auth == nil || api.Auth.DefaultAuthorizer == nil || *api.Auth.DefaultAuthorizer != "AWS_IAM" {
-			t.Fatalf("HTTP API %s: default authorizer is not AWS_IAM: %+v", name, api.Auth)
+	eachMode(t, func(t *testing.T, p parsed) {
+		apis := p.tpl.GetAllServerlessHttpApiResources()
+		if len(apis) != 1 {
+			t.Fatalf("template has %d HTTP APIs, want 1", len(apis))
 		}
-	}
+		for name, api := range apis {
+			if api.Auth == nil || api.Auth.DefaultAuthorizer == nil || *api.Auth.DefaultAuthorizer != "AWS_IAM" {
+				t.Fatalf("HTTP API %s: default authorizer is not AWS_IAM: %+v", name, api.Auth)
+			}
+		}
+	})
 }
 
-func TestDatabasesAreOnEFS(t *testing.T) {
-	p := parseTemplate(t)
+func TestDatabasesAreOnEFSInEFSMode(t *testing.T) {
+	p := parseTemplate(t, "efs")
 	filesystems := p.tpl.GetAllEFSFileSystemResources()
 	if len(filesystems) != 1 {
 		t.Fatalf("template has %d EFS file systems, want 1", len(filesystems))
@@ -487,16 +722,18 @@ func readmeVariables(t *testing.T) map[string]bool {
 }
 
 func TestEnvironmentVariablesAreKnown(t *testing.T) {
-	p := parseTemplate(t)
 	known := configVariables(t)
 	documented := readmeVariables(t)
-	for name := range functions {
-		for v := range p.environment(p.function(t, name)) {
-			if !known[v] {
-				t.Errorf("%s sets %s, which config.Load does not read", name, v)
-			}
-			if !documented[v] {
-				t.Errorf("%s sets %s, which the README's Configuration table does not document", name, v)
+	for _, mode := range storageModes {
+		p := parseTemplate(t, mode)
+		for name := range functions {
+			for v := range p.environment(p.function(t, name)) {
+				if !known[v] {
+					t.Errorf("StorageMode=%s: %s sets %s, which config.Load does not read", mode, name, v)
+				}
+				if !documented[v] {
+					t.Errorf("StorageMode=%s: %s sets %s, which the README's Configuration table does not document", mode, name, v)
+				}
 			}
 		}
 	}
@@ -518,16 +755,18 @@ func TestEnvironmentVariablesAreKnown(t *testing.T) {
 }
 
 func TestProjectFunctionRunsOnASchedule(t *testing.T) {
-	f := parseTemplate(t).function(t, "ProjectFunction")
-	for name, e := range f.Events {
-		if e.Type == "Schedule" {
-			if e.Properties == nil || e.Properties.ScheduleEvent == nil || e.Properties.ScheduleEvent.Schedule == "" {
-				t.Fatalf("Schedule event %s has no schedule", name)
+	eachMode(t, func(t *testing.T, p parsed) {
+		f := p.function(t, "ProjectFunction")
+		for name, e := range f.Events {
+			if e.Type == "Schedule" {
+				if e.Properties == nil || e.Properties.ScheduleEvent == nil || e.Properties.ScheduleEvent.Schedule == "" {
+					t.Fatalf("Schedule event %s has no schedule", name)
+				}
+				return
 			}
-			return
 		}
-	}
-	t.Fatal("ProjectFunction has no Schedule event")
+		t.Fatal("ProjectFunction has no Schedule event")
+	})
 }
 
 type httpRoute struct{ method, path string }
@@ -584,12 +823,6 @@ func withoutLocalOnly(routes map[httpRoute]bool) map[httpRoute]bool {
 }
 
 func TestRoutesMatchTheHandlers(t *testing.T) {
-	p := parseTemplate(t)
-
-	compareRoutes(t, "ExecuteFunction",
-		withoutLocalOnly(templateRoutes(t, p, "ExecuteFunction")),
-		map[httpRoute]bool{{http.MethodPost, handler.CommandRoute}: true})
-
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
 	served := map[httpRoute]bool{}
@@ -599,7 +832,12 @@ func TestRoutesMatchTheHandlers(t *testing.T) {
 	if len(served) < 5 {
 		t.Fatalf("ReadRoutes serves only %v", served)
 	}
-	compareRoutes(t, "ProjectFunction", withoutLocalOnly(templateRoutes(t, p, "ProjectFunction")), withoutLocalOnly(served))
+	eachMode(t, func(t *testing.T, p parsed) {
+		compareRoutes(t, "ExecuteFunction",
+			withoutLocalOnly(templateRoutes(t, p, "ExecuteFunction")),
+			map[httpRoute]bool{{http.MethodPost, handler.CommandRoute}: true})
+		compareRoutes(t, "ProjectFunction", withoutLocalOnly(templateRoutes(t, p, "ProjectFunction")), withoutLocalOnly(served))
+	})
 }
 
 func TestRouteComparisonFailsBothWays(t *testing.T) {
@@ -634,4 +872,480 @@ func diffRoutes(inTemplate, served map[httpRoute]bool) error {
 	}
 	sort.Strings(diff)
 	return errors.New(strings.Join(diff, "\n"))
+}
+
+func TestStorageModeParameters(t *testing.T) {
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved, err := resolve(data, "efs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := goformation.ParseJSONWithOptions(resolved, &intrinsics.ProcessorOptions{NoProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, ok := tpl.Parameters["StorageMode"]
+	if !ok {
+		t.Fatal("template has no StorageMode parameter")
+	}
+	if mode.Type != "String" || mode.Default != "efs" {
+		t.Errorf("StorageMode: Type %q, Default %v; want String, efs", mode.Type, mode.Default)
+	}
+	var allowed []string
+	for _, v := range mode.AllowedValues {
+		allowed = append(allowed, fmt.Sprint(v))
+	}
+	if !slices.Equal(allowed, storageModes) {
+		t.Errorf("StorageMode AllowedValues = %v, want %v (the modes these tests resolve)", allowed, storageModes)
+	}
+	if mode.Description == nil || !strings.Contains(*mode.Description, "efs") || !strings.Contains(*mode.Description, "litestream") {
+		t.Errorf("StorageMode's description does not explain both modes: %v", mode.Description)
+	}
+
+	size, ok := tpl.Parameters["EphemeralStorageMiB"]
+	if !ok {
+		t.Fatal("template has no EphemeralStorageMiB parameter")
+	}
+	if size.Type != "Number" || fmt.Sprint(size.Default) != "2048" {
+		t.Errorf("EphemeralStorageMiB: Type %q, Default %v; want Number, 2048", size.Type, size.Default)
+	}
+	// Lambda's bounds of EphemeralStorage.Size.
+	if size.MinValue == nil || *size.MinValue != 512 || size.MaxValue == nil || *size.MaxValue != 10240 {
+		t.Errorf("EphemeralStorageMiB: MinValue %v, MaxValue %v; want 512, 10240", size.MinValue, size.MaxValue)
+	}
+
+	data, err = os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range storageModes {
+		got, err := conditionValues(data, map[string]any{"StorageMode": mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{"UseEFS": mode == "efs", "UseLitestream": mode == "litestream"}
+		for name, v := range want {
+			if b, ok := got[name]; !ok || b != v {
+				t.Errorf("StorageMode=%s: condition %s = %v (defined %v), want %v", mode, name, b, ok, v)
+			}
+		}
+	}
+}
+
+// litestreamVariables are the variables whose value depends on the storage
+// mode, with their values in litestream mode.
+var litestreamVariables = map[string]map[string]string{
+	"ExecuteFunction": {
+		"EVENTCORE_DB":          "/tmp/events.db",
+		"EVENTCORE_READ_DB":     "/tmp/projections.db",
+		"EVENTCORE_JOURNAL":     "wal",
+		"EVENTCORE_REPLICA_URL": "sub:s3://${ReplicaBucket}/events",
+	},
+	"ProjectFunction": {
+		"EVENTCORE_DB":               "/tmp/events.db",
+		"EVENTCORE_READ_DB":          "/tmp/projections.db",
+		"EVENTCORE_JOURNAL":          "wal",
+		"EVENTCORE_REPLICA_URL":      "sub:s3://${ReplicaBucket}/events",
+		"EVENTCORE_READ_REPLICA_URL": "sub:s3://${ReplicaBucket}/read-models",
+	},
+}
+
+func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
+	efs, p := parseTemplate(t, "efs"), parseTemplate(t, "litestream")
+	if p.globals != nil && p.globals.VpcConfig != nil {
+		t.Errorf("litestream mode: the functions are in a VPC: %+v", p.globals.VpcConfig)
+	}
+	for name := range functions {
+		t.Run(name, func(t *testing.T) {
+			f := p.function(t, name)
+			env := p.environment(f)
+			for v, want := range litestreamVariables[name] {
+				if got, ok := env[v]; !ok || got != want {
+					t.Errorf("%s = %q (set %v), want %q", v, got, ok, want)
+				}
+			}
+			if _, ok := env["EVENTCORE_READ_REPLICA_URL"]; ok && name != "ProjectFunction" {
+				t.Errorf("%s sets EVENTCORE_READ_REPLICA_URL: only the project function writes the read models", name)
+			}
+			for v, value := range env {
+				if strings.Contains(value, "/mnt") {
+					t.Errorf("%s = %q: an EFS path in litestream mode", v, value)
+				}
+			}
+			// The other variables are the same in both modes.
+			efsEnv := efs.environment(efs.function(t, name))
+			for v, value := range efsEnv {
+				if _, modal := litestreamVariables[name][v]; !modal && env[v] != value {
+					t.Errorf("%s = %q in litestream mode, %q in efs mode", v, env[v], value)
+				}
+			}
+			for v := range env {
+				if _, modal := litestreamVariables[name][v]; !modal {
+					if _, ok := efsEnv[v]; !ok {
+						t.Errorf("%s is set in litestream mode only", v)
+					}
+				}
+			}
+			if len(f.FileSystemConfigs) != 0 {
+				t.Errorf("FileSystemConfigs %+v in litestream mode", f.FileSystemConfigs)
+			}
+			if f.VpcConfig != nil {
+				t.Errorf("VpcConfig %+v in litestream mode", f.VpcConfig)
+			}
+			if f.EphemeralStorage == nil || f.EphemeralStorage.Size != 2048 {
+				t.Errorf("EphemeralStorage = %+v, want the default of EphemeralStorageMiB, 2048 MiB", f.EphemeralStorage)
+			}
+			if e := efs.function(t, name).EphemeralStorage; e != nil {
+				t.Errorf("EphemeralStorage %+v in efs mode, want Lambda's default", e)
+			}
+			efsEnvHasReplica := false
+			for v := range efsEnv {
+				efsEnvHasReplica = efsEnvHasReplica || strings.Contains(v, "REPLICA")
+			}
+			if efsEnvHasReplica {
+				t.Errorf("efs mode sets a replica variable: %v", efsEnv)
+			}
+		})
+	}
+	// The size follows the parameter.
+	sized := parseTemplateWith(t, "litestream", map[string]any{"EphemeralStorageMiB": 4096})
+	for name := range functions {
+		if e := sized.function(t, name).EphemeralStorage; e == nil || e.Size != 4096 {
+			t.Errorf("%s: EphemeralStorage = %+v with EphemeralStorageMiB=4096", name, e)
+		}
+	}
+}
+
+// TestConfigAcceptsTheEnvironment loads the configuration of each function
+// in each mode as the Lambda runtime would, with the bucket's name in place
+// of its reference.
+func TestConfigAcceptsTheEnvironment(t *testing.T) {
+	eachMode(t, func(t *testing.T, p parsed) {
+		for name := range functions {
+			env := p.environment(p.function(t, name))
+			env["AWS_LAMBDA_FUNCTION_NAME"] = name
+			for k, v := range env {
+				if after, ok := strings.CutPrefix(v, "sub:"); ok {
+					env[k] = strings.ReplaceAll(after, "${ReplicaBucket}", "example-replica-bucket")
+				}
+			}
+			c, err := config.Load(func(k string) string { return env[k] })
+			if err != nil {
+				t.Errorf("%s: config.Load: %v", name, err)
+				continue
+			}
+			if replicated := c.ReplicaURL != ""; replicated != (p.mode == "litestream") {
+				t.Errorf("%s: replica %q in %s mode", name, c.ReplicaURL, p.mode)
+			}
+		}
+	})
+}
+
+func TestReplicaBucketOnlyInLitestreamMode(t *testing.T) {
+	if buckets := parseTemplate(t, "efs").tpl.GetAllS3BucketResources(); len(buckets) != 0 {
+		t.Errorf("efs mode creates buckets: %v", slices.Sorted(maps.Keys(buckets)))
+	}
+	p := parseTemplate(t, "litestream")
+	b, err := p.tpl.GetS3BucketWithName("ReplicaBucket")
+	if err != nil {
+		t.Fatalf("litestream mode: %v", err)
+	}
+	if b.AWSCloudFormationCondition != "UseLitestream" {
+		t.Errorf("ReplicaBucket Condition = %q, want UseLitestream", b.AWSCloudFormationCondition)
+	}
+	if b.AWSCloudFormationDeletionPolicy != "Retain" || b.AWSCloudFormationUpdateReplacePolicy != "Retain" {
+		t.Errorf("ReplicaBucket DeletionPolicy %q, UpdateReplacePolicy %q; want Retain (it holds the event log)",
+			b.AWSCloudFormationDeletionPolicy, b.AWSCloudFormationUpdateReplacePolicy)
+	}
+	pab := b.PublicAccessBlockConfiguration
+	isTrue := func(b *bool) bool { return b != nil && *b }
+	if pab == nil || !isTrue(pab.BlockPublicAcls) || !isTrue(pab.BlockPublicPolicy) || !isTrue(pab.IgnorePublicAcls) || !isTrue(pab.RestrictPublicBuckets) {
+		t.Errorf("ReplicaBucket does not block all public access: %+v", pab)
+	}
+	if b.BucketEncryption == nil || len(b.BucketEncryption.ServerSideEncryptionConfiguration) != 1 ||
+		b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault == nil ||
+		b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm != "AES256" {
+		t.Errorf("ReplicaBucket's default encryption is not SSE-S3: %+v", b.BucketEncryption)
+	}
+	if _, ok := p.tpl.Outputs["ReplicaBucketName"]; !ok {
+		t.Error("litestream mode has no ReplicaBucketName output")
+	}
+	if _, ok := parseTemplate(t, "efs").tpl.Outputs["ReplicaBucketName"]; ok {
+		t.Error("efs mode outputs a replica bucket")
+	}
+}
+
+// efsOnlyType reports whether resources of type typ exist for EFS only.
+func efsOnlyType(typ string) bool {
+	return strings.HasPrefix(typ, "AWS::EFS::") || strings.HasPrefix(typ, "AWS::EC2::")
+}
+
+func TestEFSResourcesOnlyInEFSMode(t *testing.T) {
+	p := parseTemplate(t, "efs")
+	resources, _ := asMap(p.raw["Resources"])
+	var efsResources []string
+	for name := range resources {
+		r := p.resource(name)
+		if !efsOnlyType(fmt.Sprint(r["Type"])) {
+			continue
+		}
+		efsResources = append(efsResources, name)
+		if c := r["Condition"]; c != "UseEFS" {
+			t.Errorf("%s (%v) has Condition %v, want UseEFS", name, r["Type"], c)
+		}
+	}
+	// File system, two mount targets, access point.
+	if len(efsResources) < 4 {
+		t.Errorf("efs mode has only the EFS resources %v", efsResources)
+	}
+	lp := parseTemplate(t, "litestream")
+	resources, _ = asMap(lp.raw["Resources"])
+	for name := range resources {
+		if typ := fmt.Sprint(lp.resource(name)["Type"]); efsOnlyType(typ) {
+			t.Errorf("litestream mode creates %s (%s)", name, typ)
+		}
+	}
+	for name := range functions {
+		f := p.function(t, name)
+		if !slices.Contains(f.AWSCloudFormationDependsOn, "MountTargetsReady") {
+			t.Errorf("%s does not depend on MountTargetsReady: it may start before the mount targets exist", name)
+		}
+	}
+	meta, _ := asMap(p.resource("MountTargetsReady")["Metadata"])
+	refs := slices.Collect(maps.Values(meta))
+	for name := range p.tpl.GetAllEFSMountTargetResources() {
+		if !slices.Contains(refs, any("ref:"+name)) {
+			t.Errorf("MountTargetsReady's metadata does not reference the mount target %s in efs mode: %v", name, meta)
+		}
+	}
+}
+
+func TestMaintenanceScheduleInLitestreamMode(t *testing.T) {
+	const input = `{"maintenance":true}`
+	eachMode(t, func(t *testing.T, p parsed) {
+		for name := range functions {
+			for ev, e := range p.function(t, name).Events {
+				if e.Type == "Schedule" && e.Properties != nil && e.Properties.ScheduleEvent != nil &&
+					e.Properties.ScheduleEvent.Input != nil && strings.Contains(*e.Properties.ScheduleEvent.Input, "maintenance") {
+					t.Errorf("%s event %s sends a maintenance request in both modes", name, ev)
+				}
+			}
+		}
+		var rules []string
+		for name, r := range p.tpl.GetAllEventsRuleResources() {
+			for _, target := range r.Targets {
+				if target.Arn != "getatt:ExecuteFunction.Arn" {
+					continue
+				}
+				rules = append(rules, name)
+				if r.AWSCloudFormationCondition != "UseLitestream" {
+					t.Errorf("rule %s: Condition %q, want UseLitestream", name, r.AWSCloudFormationCondition)
+				}
+				if r.ScheduleExpression == nil || *r.ScheduleExpression != "rate(1 minute)" {
+					t.Errorf("rule %s: ScheduleExpression %v, want rate(1 minute)", name, r.ScheduleExpression)
+				}
+				if r.State != nil && *r.State != "ENABLED" {
+					t.Errorf("rule %s: State %s", name, *r.State)
+				}
+				if target.Input == nil || *target.Input != input {
+					t.Errorf("rule %s: Input %v, want %s", name, target.Input, input)
+				}
+				permitted := false
+				for pn, perm := range p.tpl.GetAllLambdaPermissionResources() {
+					if perm.SourceArn == nil || *perm.SourceArn != "getatt:"+name+".Arn" {
+						continue
+					}
+					permitted = perm.Action == "lambda:InvokeFunction" && perm.Principal == "events.amazonaws.com" &&
+						(perm.FunctionName == "ref:ExecuteFunction" || perm.FunctionName == "getatt:ExecuteFunction.Arn")
+					if perm.AWSCloudFormationCondition != "UseLitestream" {
+						t.Errorf("permission %s: Condition %q, want UseLitestream", pn, perm.AWSCloudFormationCondition)
+					}
+				}
+				if !permitted {
+					t.Errorf("rule %s may not invoke ExecuteFunction: no matching AWS::Lambda::Permission", name)
+				}
+			}
+		}
+		want := 0
+		if p.mode == "litestream" {
+			want = 1
+		}
+		if len(rules) != want {
+			t.Errorf("%d rules invoke ExecuteFunction (%v), want %d", len(rules), rules, want)
+		}
+	})
+}
+
+func TestProjectReservedConcurrencyOnlyInLitestreamMode(t *testing.T) {
+	eachMode(t, func(t *testing.T, p parsed) {
+		n := p.function(t, "ProjectFunction").ReservedConcurrentExecutions
+		switch {
+		case p.mode == "litestream" && (n == nil || *n != 1):
+			t.Errorf("ReservedConcurrentExecutions = %v, want 1: the single writer of the replicated read models", n)
+		case p.mode == "efs" && n != nil:
+			t.Errorf("ReservedConcurrentExecutions = %d, want none: reads scale out on EFS", *n)
+		}
+	})
+}
+
+// grants are the actions of a function's policy: action, resource, and the
+// s3:prefix values a condition limits the statement to.
+type grant struct{ action, resource, prefixes string }
+
+func (p parsed) grants(t *testing.T, name string) map[grant]bool {
+	t.Helper()
+	f := p.function(t, name)
+	if f.Policies == nil || f.Policies.IAMPolicyDocument == nil {
+		t.Fatalf("%s: Policies is not one policy document: %+v", name, f.Policies)
+	}
+	list := func(v any) []string {
+		switch v := v.(type) {
+		case []any:
+			s := make([]string, len(v))
+			for i, e := range v {
+				s[i] = fmt.Sprint(e)
+			}
+			return s
+		case nil:
+			return nil
+		default:
+			return []string{fmt.Sprint(v)}
+		}
+	}
+	out := map[grant]bool{}
+	for _, st := range f.Policies.IAMPolicyDocument.Statement {
+		s, _ := asMap(st)
+		if s["Effect"] != "Allow" {
+			t.Errorf("%s: statement %v is not an Allow", name, s)
+			continue
+		}
+		var prefixes []string
+		if cond, ok := asMap(s["Condition"]); ok {
+			for op, c := range cond {
+				m, _ := asMap(c)
+				for key, v := range m {
+					if key == "s3:prefix" {
+						if op != "StringLike" {
+							t.Errorf("%s: s3:prefix under %s, want StringLike", name, op)
+						}
+						prefixes = append(prefixes, list(v)...)
+					}
+				}
+			}
+		}
+		sort.Strings(prefixes)
+		for _, a := range list(s["Action"]) {
+			for _, r := range list(s["Resource"]) {
+				out[grant{a, r, strings.Join(prefixes, " ")}] = true
+			}
+		}
+	}
+	return out
+}
+
+func TestReplicaPermissions(t *testing.T) {
+	const bucket = "getatt:ReplicaBucket.Arn"
+	objects := func(prefix string) string { return "sub:arn:${AWS::Partition}:s3:::${ReplicaBucket}/" + prefix + "/*" }
+	rw := func(prefix string) []grant {
+		return []grant{{"s3:GetObject", objects(prefix), ""}, {"s3:PutObject", objects(prefix), ""}, {"s3:DeleteObject", objects(prefix), ""}}
+	}
+	want := map[string][]grant{
+		"ExecuteFunction": append(rw("events"),
+			grant{"s3:ListBucket", bucket, "events/*"},
+			grant{"s3:GetBucketLocation", bucket, ""}),
+		"ProjectFunction": append(rw("read-models"),
+			grant{"s3:GetObject", objects("events"), ""},
+			grant{"s3:ListBucket", bucket, "events/* read-models/*"},
+			grant{"s3:GetBucketLocation", bucket, ""}),
+	}
+	p := parseTemplate(t, "litestream")
+	for name, grants := range want {
+		got := p.grants(t, name)
+		for _, g := range grants {
+			if !got[g] {
+				t.Errorf("litestream mode: %s may not %s on %s (prefixes %q)", name, g.action, g.resource, g.prefixes)
+			}
+			delete(got, g)
+		}
+		for g := range got {
+			t.Errorf("litestream mode: %s may also %s on %s (prefixes %q)", name, g.action, g.resource, g.prefixes)
+		}
+	}
+	efs := parseTemplate(t, "efs")
+	for name := range functions {
+		for g := range efs.grants(t, name) {
+			if !strings.HasPrefix(g.action, "elasticfilesystem:") {
+				t.Errorf("efs mode: %s may %s on %s", name, g.action, g.resource)
+			}
+		}
+	}
+}
+
+// TestReferencesExistInEachMode checks that, in each mode, every Ref,
+// Fn::GetAtt, Fn::Sub variable and DependsOn names a parameter, a pseudo
+// parameter or a resource the mode creates: CloudFormation rejects a
+// template that references a resource its conditions leave out, outside
+// the branch of an Fn::If that excludes it.
+func TestReferencesExistInEachMode(t *testing.T) {
+	subVar := regexp.MustCompile(`\$\{([^}!]+)\}`)
+	eachMode(t, func(t *testing.T, p parsed) {
+		resources, _ := asMap(p.raw["Resources"])
+		params, _ := asMap(p.raw["Parameters"])
+		exists := func(name string) bool {
+			name, _, _ = strings.Cut(name, "[")
+			name, _, _ = strings.Cut(name, ".")
+			_, r := resources[name]
+			_, q := params[name]
+			return r || q || strings.HasPrefix(name, "AWS::")
+		}
+		var walk func(path string, v any)
+		walk = func(path string, v any) {
+			switch v := v.(type) {
+			case map[string]any:
+				for k, child := range v {
+					walk(path+"."+k, child)
+				}
+			case []any:
+				for i, child := range v {
+					walk(fmt.Sprintf("%s[%d]", path, i), child)
+				}
+			case string:
+				var names []string
+				if n, ok := strings.CutPrefix(v, "ref:"); ok {
+					names = append(names, n)
+				} else if n, ok := strings.CutPrefix(v, "getatt:"); ok {
+					names = append(names, n)
+				} else if s, ok := strings.CutPrefix(v, "sub:"); ok {
+					for _, m := range subVar.FindAllStringSubmatch(s, -1) {
+						names = append(names, m[1])
+					}
+				}
+				for _, n := range names {
+					if !exists(n) {
+						t.Errorf("%s references %s, which StorageMode=%s does not create", path, n, p.mode)
+					}
+				}
+			}
+		}
+		walk("", p.raw)
+		for name := range resources {
+			var deps []string
+			switch d := p.resource(name)["DependsOn"].(type) {
+			case string:
+				deps = []string{d}
+			case []any:
+				for _, e := range d {
+					deps = append(deps, fmt.Sprint(e))
+				}
+			}
+			for _, d := range deps {
+				if _, ok := resources[d]; !ok {
+					t.Errorf("%s depends on %s, which StorageMode=%s does not create", name, d, p.mode)
+				}
+			}
+		}
+	})
 }
