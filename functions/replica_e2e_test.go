@@ -61,7 +61,7 @@ func TestLambdaLitestreamMode(t *testing.T) {
 		"EVENTCORE_READ_REPLICA_URL": s3.URL("lambda/read-models"),
 	}))
 	resp := project.do(t, get("/accounts/alice?min_position=4"))
-	if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"balance":105`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Body, `"balance":105`) {
 		t.Fatalf("project read: %d %s", resp.StatusCode, resp.Body)
 	}
 
@@ -80,7 +80,7 @@ func TestLambdaLitestreamMode(t *testing.T) {
 	}
 	// The project function catches up from the replica at its next call.
 	resp = project.do(t, get("/accounts/alice?min_position=5"))
-	if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"balance":106`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Body, `"balance":106`) {
 		t.Fatalf("project read after the new writer: %d %s", resp.StatusCode, resp.Body)
 	}
 }
