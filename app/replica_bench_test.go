@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,4 +79,66 @@ func BenchmarkReplicaCost(b *testing.B) {
 func openRoleB(b *testing.B, env map[string]string) *app.App {
 	b.Helper()
 	return openRole(b, app.RoleExecute, env)
+}
+
+// BenchmarkReplicaConcurrent is BenchmarkReplicaCost with 8 callers at
+// once: each round sends a burst of 64 deposits (8 goroutines, 8 each, on
+// their own accounts) to each mode in turn, and reports each mode's
+// commands/s and the replicated modes' throughput as a fraction of the
+// baseline's. Concurrent callers share group commits and, with a replica,
+// share syncs.
+func BenchmarkReplicaConcurrent(b *testing.B) {
+	s3 := replicatest.StartS3(b)
+	ctx := context.Background()
+	modes := []string{"none", "file", "s3"}
+	apps := map[string]*app.App{}
+	const callers, each = 8, 8
+	for _, mode := range modes {
+		dir := b.TempDir()
+		env := map[string]string{"EVENTCORE_DB": filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB": filepath.Join(dir, "p.db")}
+		switch mode {
+		case "file":
+			env["EVENTCORE_REPLICA_URL"] = "file://" + filepath.Join(dir, "replica")
+		case "s3":
+			env["EVENTCORE_REPLICA_URL"] = s3.URL("bench-concurrent/events")
+		}
+		a := openRoleB(b, env)
+		b.Cleanup(func() { _ = a.Close() })
+		for i := range callers {
+			if status, body, _ := a.Execute.HandleDirect(ctx, handler.CommandRequest{Command: "open-account", Input: fmt.Appendf(nil, `{"account":"a%d","owner":"O"}`, i)}); status != 200 {
+				b.Fatalf("%s: %d %s", mode, status, body)
+			}
+		}
+		apps[mode] = a
+	}
+	spent := map[string]time.Duration{}
+	commands := 0
+	b.ResetTimer()
+	for b.Loop() {
+		for _, mode := range modes {
+			start := time.Now()
+			var wg sync.WaitGroup
+			for c := range callers {
+				wg.Go(func() {
+					for range each {
+						status, body, _ := apps[mode].Execute.HandleDirect(ctx, handler.CommandRequest{Command: "deposit", Input: fmt.Appendf(nil, `{"account":"a%d","amount":1}`, c)})
+						if status != 200 {
+							b.Errorf("%s: %d %s", mode, status, body)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			spent[mode] += time.Since(start)
+		}
+		commands += callers * each
+	}
+	b.StopTimer()
+	for _, mode := range modes {
+		b.ReportMetric(float64(commands)/spent[mode].Seconds(), mode+"-commands/s")
+		if mode != "none" {
+			b.ReportMetric(spent["none"].Seconds()/spent[mode].Seconds(), mode+"/none")
+		}
+	}
+	b.ReportMetric(0, "ns/op")
 }

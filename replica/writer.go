@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/benbjohnson/litestream"
@@ -37,6 +38,18 @@ type Writer struct {
 	opts   Options
 	client litestream.ReplicaClient
 	lease  leaser
+
+	// Sync calls share syncs: each takes a ticket; a sync started after a
+	// ticket was issued covers it. One caller at a time leads a sync for
+	// every ticket issued before it began; the others wait for it.
+	smu      sync.Mutex
+	tickets  uint64        // tickets issued
+	covered  uint64        // highest ticket covered by a successful sync
+	failedTo uint64        // highest ticket covered by the last failed sync
+	failErr  error         // that sync's error
+	syncing  bool          // a sync is running
+	syncDone chan struct{} // closed when the running sync ends
+	syncs    atomic.Int64  // syncs run
 
 	mu     sync.Mutex
 	db     *litestream.DB
@@ -188,10 +201,53 @@ func (w *Writer) Begin(ctx context.Context) (stale bool, err error) {
 // transactions are committed locally and will be synced by a later call,
 // unless the instance is lost first) and eventlog.ErrNotWriter when the
 // lease is not this process's.
+//
+// Concurrent calls are coalesced: a call made while a sync runs waits for
+// it to end, then one waiting call syncs for all of them, so N callers
+// cost about two syncs, not N. A call whose transactions were covered by
+// a sync that failed returns that sync's error.
 func (w *Writer) Sync(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.syncLocked(ctx)
+	w.smu.Lock()
+	w.tickets++
+	ticket := w.tickets
+	for {
+		switch {
+		case w.covered >= ticket:
+			w.smu.Unlock()
+			return nil
+		case w.failedTo >= ticket:
+			err := w.failErr
+			w.smu.Unlock()
+			return err
+		case w.syncing:
+			done := w.syncDone
+			w.smu.Unlock()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return fmt.Errorf("%w: waiting for the replica sync: %w", eventlog.ErrUnavailable, ctx.Err())
+			}
+			w.smu.Lock()
+			continue
+		}
+		cover := w.tickets
+		w.syncing, w.syncDone = true, make(chan struct{})
+		w.smu.Unlock()
+
+		w.mu.Lock()
+		err := w.syncLocked(ctx)
+		w.mu.Unlock()
+		w.syncs.Add(1)
+
+		w.smu.Lock()
+		if err == nil {
+			w.covered = max(w.covered, cover)
+		} else {
+			w.failedTo, w.failErr = max(w.failedTo, cover), err
+		}
+		w.syncing = false
+		close(w.syncDone)
+	}
 }
 
 func (w *Writer) syncLocked(ctx context.Context) error {
@@ -209,6 +265,10 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 	w.synced = w.db.Replica.Pos().TXID
 	return nil
 }
+
+// SyncCount returns how many syncs Sync has run (fewer than its calls
+// when concurrent calls shared them).
+func (w *Writer) SyncCount() int64 { return w.syncs.Load() }
 
 // Synced returns the newest transaction this writer knows to be in the
 // replica.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -253,5 +254,51 @@ func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
 	}
 	if v := res.Records[0].Version; v != 6 {
 		t.Fatalf("a appended version %d after reload, want 6 (b's events kept)", v)
+	}
+}
+
+// Many goroutines append and sync at once: every append that Sync
+// acknowledged is in the replica, and the syncs were shared.
+func TestConcurrentSyncsAreSharedAndLoseNothing(t *testing.T) {
+	ctx := context.Background()
+	url := fileURL(t)
+	n, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 16, 25
+	base := n.w.SyncCount()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for g := range workers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := n.appendOne(ctx, fmt.Sprintf("note-%d", g), i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	syncs := n.w.SyncCount() - base
+	t.Logf("%d acknowledged appends, %d syncs", workers*each, syncs)
+	if syncs >= workers*each {
+		t.Fatalf("%d syncs for %d concurrent appends: none were shared", syncs, workers*each)
+	}
+	if err := n.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "restored.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = restored.close(ctx) }()
+	if head, err := restored.store.Head(ctx); err != nil || head != workers*each {
+		t.Fatalf("restored head %d, %v; want %d", head, err, workers*each)
 	}
 }
