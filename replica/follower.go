@@ -171,8 +171,12 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		// Newer transactions exist only at higher levels.
 		return 1, f.fullRestore(ctx)
 	}
-	if infos[0].MinTXID != f.txid+1 {
-		return 1, f.fullRestore(ctx)
+	next := f.txid + 1
+	for _, info := range infos {
+		if info.MinTXID != next { // a gap: those files were compacted away
+			return 1, f.fullRestore(ctx)
+		}
+		next = info.MaxTXID + 1
 	}
 	if err := f.store.Close(); err != nil {
 		return 0, err
@@ -218,6 +222,8 @@ func (f *Follower) applyOne(ctx context.Context, file *os.File, info *ltx.FileIn
 		return err
 	}
 	hdr := dec.Header()
+	// Litestream may write files without database checksums (both zero);
+	// when it does write them, they must chain.
 	if f.checksum != 0 && hdr.PreApplyChecksum != 0 && hdr.PreApplyChecksum != f.checksum {
 		return fmt.Errorf("checksum chain broken: file starts from %s, the local copy is at %s", hdr.PreApplyChecksum, f.checksum)
 	}

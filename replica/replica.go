@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -147,6 +148,82 @@ func head(ctx context.Context, client litestream.ReplicaClient) (ltx.TXID, error
 		}
 	}
 	return max, nil
+}
+
+// headFile returns the replica's file holding its newest transaction and
+// that file's trailer (a few bytes read from its end), or nil when the
+// replica holds nothing.
+func headFile(ctx context.Context, client litestream.ReplicaClient) (*ltx.FileInfo, ltx.Trailer, error) {
+	var newest *ltx.FileInfo
+	for _, level := range []int{0, 1, 2, 3, litestream.SnapshotLevel} {
+		itr, err := client.LTXFiles(ctx, level, 0, false)
+		if err != nil {
+			return nil, ltx.Trailer{}, err
+		}
+		for itr.Next() {
+			// At equal transaction ids the lower level wins: level 0 is the
+			// file the writer itself made for that transaction.
+			if it := itr.Item(); newest == nil || it.MaxTXID > newest.MaxTXID {
+				copied := *it
+				newest = &copied
+			}
+		}
+		if err := itr.Close(); err != nil {
+			return nil, ltx.Trailer{}, err
+		}
+	}
+	if newest == nil {
+		return nil, ltx.Trailer{}, nil
+	}
+	if newest.Size < ltx.HeaderSize+ltx.TrailerSize {
+		return nil, ltx.Trailer{}, fmt.Errorf("ltx file %d-%d: %d bytes is too short", newest.MinTXID, newest.MaxTXID, newest.Size)
+	}
+	rc, err := client.OpenLTXFile(ctx, newest.Level, newest.MinTXID, newest.MaxTXID, newest.Size-ltx.TrailerSize, ltx.TrailerSize)
+	if err != nil {
+		return nil, ltx.Trailer{}, err
+	}
+	defer func() { _ = rc.Close() }()
+	tr, err := readTrailer(rc)
+	if err != nil {
+		return nil, ltx.Trailer{}, fmt.Errorf("ltx file %d-%d: %w", newest.MinTXID, newest.MaxTXID, err)
+	}
+	return newest, tr, nil
+}
+
+// readTrailer reads an LTX trailer from r.
+func readTrailer(r io.Reader) (ltx.Trailer, error) {
+	buf := make([]byte, ltx.TrailerSize)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return ltx.Trailer{}, err
+	}
+	var tr ltx.Trailer
+	return tr, tr.UnmarshalBinary(buf)
+}
+
+// sameAsLocal reports whether the replica's newest file is the very file
+// Litestream made locally for path's newest transaction (same level-0
+// range and same file checksum), which proves the local file is the
+// replica's newest state and not a fork that reached the same id.
+func sameAsLocal(path string, remote *ltx.FileInfo, remoteTrailer ltx.Trailer) bool {
+	db := litestream.NewDB(path)
+	minTXID, maxTXID, err := db.MaxLTX()
+	if err != nil || remote.Level != 0 || remote.MinTXID != minTXID || remote.MaxTXID != maxTXID {
+		return false
+	}
+	f, err := os.Open(db.LTXPath(0, minTXID, maxTXID))
+	if err != nil {
+		return false
+	}
+	defer func() { _ = f.Close() }()
+	info, err := f.Stat()
+	if err != nil || info.Size() < ltx.HeaderSize+ltx.TrailerSize {
+		return false
+	}
+	if _, err := f.Seek(info.Size()-ltx.TrailerSize, io.SeekStart); err != nil {
+		return false
+	}
+	local, err := readTrailer(f)
+	return err == nil && local.FileChecksum == remoteTrailer.FileChecksum
 }
 
 // restore writes the replica's newest state to path, which must not

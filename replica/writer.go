@@ -89,27 +89,35 @@ func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 
 // reconcile makes the local file the replica's newest state.
 func (w *Writer) reconcile(ctx context.Context) error {
-	top, err := head(ctx, w.client)
+	newest, trailer, err := headFile(ctx, w.client)
 	if err != nil {
 		return fmt.Errorf("replica %s: %w", redact(w.opts.URL), err)
+	}
+	var top ltx.TXID
+	if newest != nil {
+		top = newest.MaxTXID
 	}
 	present, err := exists(w.opts.Path)
 	if err != nil {
 		return err
 	}
 	if present {
-		local, perr := litestream.NewDB(w.opts.Path).Pos()
 		switch {
 		case top == 0:
 			// A new (or emptied) replica: the local file becomes its first
 			// state; Litestream's local bookkeeping of another replica goes.
 			w.synced = 0
 			return os.RemoveAll(metaPath(w.opts.Path))
-		case perr == nil && local.TXID == top:
+		case sameAsLocal(w.opts.Path, newest, trailer):
 			w.synced = top
 			return nil
 		}
-		w.opts.Logger.Warn("local database differs from the replica; restoring it",
+		// Behind, ahead (transactions never acknowledged), at the same
+		// transaction with other contents (a fork), or no longer provably
+		// the same (the replica compacted its level-0 file away): the
+		// replica wins.
+		local, _ := litestream.NewDB(w.opts.Path).Pos()
+		w.opts.Logger.Warn("local database is not the replica's newest state; restoring it",
 			"path", w.opts.Path, "local_txid", uint64(local.TXID), "replica_txid", uint64(top))
 	}
 	if err := wipe(w.opts.Path); err != nil {

@@ -97,6 +97,22 @@ func testRestoresDeletedFile(t *testing.T, url string) {
 	if err := n.close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A clean restart on a file that is the replica's newest state keeps
+	// the file (same inode: no restore replaced it).
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err = openNode(t, ctx, replica.Options{URL: url, Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("a restart at the replica's newest state restored the file anyway (%v)", err)
+	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		_ = os.Remove(p)
 	}
@@ -300,5 +316,43 @@ func TestConcurrentSyncsAreSharedAndLoseNothing(t *testing.T) {
 	defer func() { _ = restored.close(ctx) }()
 	if head, err := restored.store.Head(ctx); err != nil || head != workers*each {
 		t.Fatalf("restored head %d, %v; want %d", head, err, workers*each)
+	}
+}
+
+// A local file at the replica's newest transaction id but with other
+// contents (a fork) is replaced by the replica's state, not kept.
+func TestForkAtTheSameTXIDIsRestored(t *testing.T) {
+	ctx := context.Background()
+	urlX, urlY := fileURL(t), fileURL(t)
+	dirX, dirY := t.TempDir(), t.TempDir()
+	for _, c := range []struct{ url, dir, stream string }{{urlX, dirX, "note-x"}, {urlY, dirY, "note-y"}} {
+		n, err := openNode(t, ctx, replica.Options{URL: c.url, Path: filepath.Join(c.dir, "events.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if _, err := n.appendOne(ctx, c.stream, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// X's file, with X's Litestream state, is put in front of Y's replica.
+	if err := os.CopyFS(filepath.Join(dirY, "forked"), os.DirFS(dirX)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := openNode(t, ctx, replica.Options{URL: urlY, Path: filepath.Join(dirY, "forked", "events.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = n.close(ctx) }()
+	recs, err := n.store.ReadFeed(ctx, eventlog.FeedQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 || recs[0].Stream.String() != "note-y" {
+		t.Fatalf("after opening a forked file against Y's replica the log holds %d events, first stream %v; want Y's 3", len(recs), recs[0].Stream)
 	}
 }
