@@ -103,7 +103,12 @@ func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Regi
 
 func (a *App) replicaOptions(url, path string) replica.Options {
 	_, owner := pushIdentity(a.Config)
-	return replica.Options{URL: url, Path: path, SyncTimeout: a.Config.ReplicaTimeout, LeaseTTL: a.Config.ReplicaLeaseTTL, Owner: owner, Logger: a.Logger}
+	return replica.Options{
+		URL: url, Path: path, SyncTimeout: a.Config.ReplicaTimeout, LeaseTTL: a.Config.ReplicaLeaseTTL, Owner: owner, Logger: a.Logger,
+		// On Lambda a lease still held by a dead predecessor answers 503s
+		// until it expires; locally a second runner fails at start.
+		StartWithoutLease: a.Config.OnLambda,
+	}
 }
 
 // openLog opens the event log: the SQLite file, replicated by a Writer

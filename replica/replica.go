@@ -58,7 +58,14 @@ type Options struct {
 	// bounds what a restore must replay. Retention is how long snapshots
 	// (and the files between them) are kept.
 	SnapshotInterval, Retention time.Duration
-	Logger                      *slog.Logger
+	// StartWithoutLease lets OpenWriter and Start succeed while another
+	// process holds the writer lease (a crashed or frozen predecessor whose
+	// lease has not expired yet): the file is restored, writes answer
+	// eventlog.ErrNotWriter until the lease is free, and Begin then reloads
+	// the file if the replica moved meanwhile. For Lambda, where failing the
+	// start would fail invocations instead of answering 503.
+	StartWithoutLease bool
+	Logger            *slog.Logger
 }
 
 func (o Options) withDefaults() Options {

@@ -66,7 +66,8 @@ type Writer struct {
 //
 // Errors: a URL that cannot be used, a replica that cannot be read or
 // whose restore fails SQLite's integrity check (never silently empty), and
-// eventlog.ErrNotWriter when another process holds the lease.
+// eventlog.ErrNotWriter when another process holds the lease (unless
+// Options.StartWithoutLease).
 func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 	opts = opts.withDefaults()
 	client, err := newClient(ctx, opts.URL, opts.Logger)
@@ -79,7 +80,12 @@ func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 	}
 	w := &Writer{opts: opts, client: client, lease: lease}
 	if _, err := lease.hold(ctx, opts.SyncTimeout); err != nil {
-		return nil, err
+		if !opts.StartWithoutLease || !errors.Is(err, eventlog.ErrNotWriter) {
+			return nil, err
+		}
+		// Restore anyway (reading is safe); writes wait for the lease, and
+		// Begin reloads if the holder wrote more before it let go.
+		opts.Logger.Warn("starting without the writer lease; writes are refused until it is free", "error", err.Error())
 	}
 	if err := w.reconcile(ctx); err != nil {
 		return nil, errors.Join(err, lease.release(context.WithoutCancel(ctx)))
@@ -155,7 +161,11 @@ func (w *Writer) Start(ctx context.Context) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 	w.db, w.store = db, store
-	return w.syncLocked(ctx)
+	err := w.syncLocked(ctx)
+	if err != nil && w.opts.StartWithoutLease && errors.Is(err, eventlog.ErrNotWriter) {
+		return nil // the first sync under the lease replicates the file
+	}
+	return err
 }
 
 // Guard checks, before a write, that this process holds the writer lease

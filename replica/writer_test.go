@@ -356,3 +356,63 @@ func TestForkAtTheSameTXIDIsRestored(t *testing.T) {
 		t.Fatalf("after opening a forked file against Y's replica the log holds %d events, first stream %v; want Y's 3", len(recs), recs[0].Stream)
 	}
 }
+
+// A successor that starts while a dead predecessor's lease has not expired
+// restores, refuses writes, then once the lease expires takes it, reloads
+// what the predecessor wrote after the restore, and continues.
+func TestStartWithoutLease(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	ttl := 2 * time.Second
+	opts := func(path, owner string) replica.Options {
+		return replica.Options{URL: s3.URL("successor"), Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner, StartWithoutLease: true}
+	}
+	a, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pathB := filepath.Join(t.TempDir(), "b.db")
+	b, err := openNode(t, ctx, opts(pathB, "b"))
+	if err != nil {
+		t.Fatalf("a successor could not start while the lease was held: %v", err)
+	}
+	defer func() { _ = b.close(ctx) }()
+	if _, err := b.appendOne(ctx, "note-a", 3); !errors.Is(err, eventlog.ErrNotWriter) {
+		t.Fatalf("successor wrote while the predecessor held the lease: %v", err)
+	}
+	for i := 3; i < 5; i++ { // the predecessor is still alive for a moment
+		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = a.store.Close() // then dies without releasing its lease
+	time.Sleep(ttl + 200*time.Millisecond)
+	stale, err := b.w.Begin(ctx)
+	if !stale {
+		t.Fatalf("Begin after the predecessor wrote past the restore: stale = false (%v)", err)
+	}
+	if err := b.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.w.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b.store, err = sqlite.Open(ctx, pathB, sqlite.Options{NoAutoCheckpoint: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.appendOne(ctx, "note-a", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := res.Records[0].Version; v != 6 {
+		t.Fatalf("successor appended version %d, want 6", v)
+	}
+}
