@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/config"
@@ -90,6 +91,11 @@ func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Regi
 		return nil, errors.Join(err, a.Close())
 	}
 	a.Cache = cache.New(cfg.CacheTTL, cfg.CacheMaxBytes)
+	if a.Replicated() {
+		// Litestream's own series (sync counts and errors, WAL size, ...)
+		// live on Prometheus's default registry.
+		a.Metrics.Include(metrics.Prefixed(prometheus.DefaultGatherer, "litestream_"))
+	}
 	a.build()
 	if cfg.PushgatewayURL != "" {
 		job, instance := pushIdentity(cfg)

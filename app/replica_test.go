@@ -90,6 +90,20 @@ func TestProjectRoleFollowsTheLogReplica(t *testing.T) {
 	if err := exec.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Litestream's own series are gathered (pushed) with the instance's.
+	families, err := exec.Metrics.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, f := range families {
+		found[f.GetName()] = true
+	}
+	for _, name := range []string{"litestream_sync_count", "litestream_txid", "eventcore_commands_total"} {
+		if !found[name] {
+			t.Errorf("the execute role's metrics lack %s", name)
+		}
+	}
 	if err := proj.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ type server struct {
 func newServer(a *app.App) *server {
 	s := &server{
 		app: a, wake: make(chan struct{}, 1),
-		metrics: promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
+		metrics: promhttp.HandlerFor(a.Metrics.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
 	}
 	a.Execute.AfterCommand = func(eventlog.Position) {
 		select {

@@ -11,12 +11,14 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog"
@@ -47,6 +49,8 @@ const maxActiveStreams = 1 << 20
 type Metrics struct {
 	Registry *prometheus.Registry
 
+	extra atomic.Pointer[prometheus.Gatherer] // series gathered beside the registry's
+
 	commands       *prometheus.CounterVec
 	commandSeconds *prometheus.HistogramVec
 	attempts       *prometheus.HistogramVec
@@ -71,6 +75,34 @@ type Sources struct {
 	// Databases maps a name (events, projections) to an SQLite file whose
 	// size (with its -wal file) is reported.
 	Databases map[string]string
+}
+
+// Include adds g's series to what Gatherer returns (and so to pushes and
+// the local runner's /metrics): libraries that register on their own
+// registry, such as Litestream's litestream_* series on Prometheus's
+// default one. Their names must not collide with the registry's.
+func (m *Metrics) Include(g prometheus.Gatherer) { m.extra.Store(&g) }
+
+// Gatherer returns the registry and what Include added.
+func (m *Metrics) Gatherer() prometheus.Gatherer {
+	if g := m.extra.Load(); g != nil {
+		return prometheus.Gatherers{m.Registry, *g}
+	}
+	return m.Registry
+}
+
+// Prefixed returns the families of g whose names start with prefix.
+func Prefixed(g prometheus.Gatherer, prefix string) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		all, err := g.Gather()
+		kept := all[:0]
+		for _, f := range all {
+			if strings.HasPrefix(f.GetName(), prefix) {
+				kept = append(kept, f)
+			}
+		}
+		return kept, err
+	})
 }
 
 // New returns the collectors registered on a new registry, with the Go

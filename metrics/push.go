@@ -53,7 +53,7 @@ func NewPusher(m *Metrics, gatewayURL, job, instance string, timeout time.Durati
 	// A source that cannot be read (the projection status) leaves out its
 	// own series, not the whole push.
 	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		families, err := m.Registry.Gather()
+		families, err := m.Gatherer().Gather()
 		if err != nil && len(families) > 0 {
 			p.log.Warn("metrics partly gathered", "error", err.Error())
 			err = nil
