@@ -404,14 +404,16 @@ type InvokeFunc func(ctx context.Context, payload json.RawMessage) (any, error)
 // maintenanceRequest is the scheduled direct invocation that runs
 // Litestream's periodic work on the execute function.
 type maintenanceRequest struct {
-	Maintenance bool `json:"maintenance"`
+	Maintenance bool   `json:"maintenance"`
+	Source      string `json:"source"` // "aws.events" for an EventBridge schedule
 }
 
 // StartLambda is the whole main of a function: it loads the configuration,
 // registers the domain, opens the App for role and hands pick(app) to the
 // Lambda runtime. Bad configuration ends the process with one line naming
 // the variable. Each invocation starts with Begin; with a replica, the
-// payload {"maintenance":true} runs Maintain instead of a handler, and the
+// payload {"maintenance":true} runs Maintain instead of a handler, a
+// scheduled (EventBridge) invocation runs it after the handler, and the
 // project role syncs its read models after each invocation. On SIGTERM
 // (the runtime's shutdown) the databases are closed and the leases
 // released.
@@ -444,6 +446,13 @@ func StartLambda(name string, role Role, register func(*handler.Registry), pick 
 		}
 		out, err := pick(a)(ctx, payload)
 		a.SyncReadModels(ctx)
+		if a.Replicated() && m.Source == "aws.events" {
+			// A scheduled run (the project function's catch-up) also
+			// compacts the replicas this instance writes.
+			if err := a.Maintain(ctx); err != nil {
+				a.Logger.WarnContext(ctx, "replica maintenance failed", "error", err.Error())
+			}
+		}
 		a.Push(ctx)
 		return out, err
 	}

@@ -1,11 +1,18 @@
 package functions_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/benbjohnson/litestream"
+	_ "github.com/benbjohnson/litestream/s3" // registers s3:// replicas
 
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/replica/replicatest"
@@ -64,6 +71,20 @@ func TestLambdaLitestreamMode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Body, `"balance":105`) {
 		t.Fatalf("project read: %d %s", resp.StatusCode, resp.Body)
 	}
+	// The project function's schedule also compacts its read-model replica
+	// (level-0 files into level 1).
+	if n := ltxFiles(t, s3.URL("lambda/read-models"), 1); n != 0 {
+		t.Fatalf("the read-model replica has %d level-1 files before any schedule ran", n)
+	}
+	project.invokeOK(t, events.EventBridgeEvent{
+		Version: "0", ID: "5b0c9e55-2f57-4a0b-9d40-7f3c2f3f7a10", DetailType: "Scheduled Event",
+		Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
+		Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
+		Detail:    json.RawMessage(`{}`),
+	})
+	if n := ltxFiles(t, s3.URL("lambda/read-models"), 1); n == 0 {
+		t.Fatal("a scheduled project invocation did not compact the read-model replica")
+	}
 
 	// The execute instance goes away (SIGTERM: last sync, lease released)
 	// and its /tmp with it; the next one restores and continues.
@@ -83,4 +104,29 @@ func TestLambdaLitestreamMode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Body, `"balance":106`) {
 		t.Fatalf("project read after the new writer: %d %s", resp.StatusCode, resp.Body)
 	}
+}
+
+// ltxFiles counts the replica's LTX files at level.
+func ltxFiles(t *testing.T, url string, level int) int {
+	t.Helper()
+	client, err := litestream.NewReplicaClientFromURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	itr, err := client.LTXFiles(context.Background(), level, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = itr.Close() }()
+	n := 0
+	for itr.Next() {
+		n++
+	}
+	if err := itr.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
