@@ -63,6 +63,9 @@ type App struct {
 	logWriter  *replica.Writer   // the event log's replica, when this instance writes it
 	follower   *replica.Follower // the event log's replica, when this instance follows it
 	readWriter *replica.Writer   // the read models' replica
+	// reloadLogPending and reloadReadPending are set while a reload has
+	// not completed, so that the next Begin tries again.
+	reloadLogPending, reloadReadPending bool
 }
 
 // Open opens the instance of the local runner (RoleLocal); see OpenAs.
@@ -266,7 +269,7 @@ func (a *App) Begin(ctx context.Context) {
 		}
 	}
 	if a.logWriter != nil {
-		if stale, err := a.logWriter.Begin(ctx); stale {
+		if stale, err := a.logWriter.Begin(ctx); stale || a.reloadLogPending {
 			if err := a.reloadLog(ctx); err != nil {
 				a.Logger.ErrorContext(ctx, "reloading the event log from the replica failed", "error", err.Error())
 			}
@@ -275,7 +278,7 @@ func (a *App) Begin(ctx context.Context) {
 		}
 	}
 	if a.readWriter != nil {
-		if stale, err := a.readWriter.Begin(ctx); stale {
+		if stale, err := a.readWriter.Begin(ctx); stale || a.reloadReadPending {
 			if err := a.reloadReadModels(ctx); err != nil {
 				a.Logger.ErrorContext(ctx, "reloading the read models from the replica failed", "error", err.Error())
 			}
@@ -285,8 +288,12 @@ func (a *App) Begin(ctx context.Context) {
 	}
 }
 
+// reloadLog replaces the event log with the replica's state. Until it
+// has completed, the handlers answer from a closed store (errors, never
+// stale data) and the next Begin tries again.
 func (a *App) reloadLog(ctx context.Context) error {
 	a.Logger.WarnContext(ctx, "another writer changed the event log's replica; reloading it")
+	a.reloadLogPending = true
 	err := a.Store.Close()
 	if err = errors.Join(err, a.logWriter.Reload(ctx)); err != nil {
 		return err
@@ -299,11 +306,13 @@ func (a *App) reloadLog(ctx context.Context) error {
 	}
 	a.Cache = cache.New(a.Config.CacheTTL, a.Config.CacheMaxBytes) // states of the old history must go
 	a.build()
+	a.reloadLogPending = false
 	return nil
 }
 
 func (a *App) reloadReadModels(ctx context.Context) error {
 	a.Logger.WarnContext(ctx, "another writer changed the read models' replica; reloading it")
+	a.reloadReadPending = true
 	err := a.ReadDB.Close()
 	if err = errors.Join(err, a.readWriter.Reload(ctx)); err != nil {
 		return err
@@ -312,6 +321,7 @@ func (a *App) reloadReadModels(ctx context.Context) error {
 		return err
 	}
 	a.build()
+	a.reloadReadPending = false
 	return nil
 }
 

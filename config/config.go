@@ -119,8 +119,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.ReplicaLeaseTTL, err = duration(str("EVENTCORE_REPLICA_LEASE_TTL", replica.DefaultLeaseTTL.String())); err != nil {
 		return fail("EVENTCORE_REPLICA_LEASE_TTL", err)
 	}
-	if c.ReplicaLeaseTTL <= c.ReplicaTimeout+time.Second {
-		return fail("EVENTCORE_REPLICA_LEASE_TTL", fmt.Errorf("%s must be longer than EVENTCORE_REPLICA_TIMEOUT (%s) plus 1s, so that a sync ends before the lease does", c.ReplicaLeaseTTL, c.ReplicaTimeout))
+	if slack := replica.LeaseSlack(c.ReplicaLeaseTTL); c.ReplicaLeaseTTL <= c.ReplicaTimeout+slack {
+		return fail("EVENTCORE_REPLICA_LEASE_TTL", fmt.Errorf("%s must be longer than EVENTCORE_REPLICA_TIMEOUT (%s) plus %s, so that a sync ends before the lease does", c.ReplicaLeaseTTL, c.ReplicaTimeout, slack))
 	}
 	if c.CacheTTL, err = duration(str("EVENTCORE_CACHE_TTL", cache.DefaultTTL.String())); err != nil {
 		return fail("EVENTCORE_CACHE_TTL", err)

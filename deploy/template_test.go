@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -206,6 +207,7 @@ func resolve(data []byte, mode string, overrides map[string]any) ([]byte, error)
 	if err := dropSAMOnly(tpl); err != nil {
 		return nil, err
 	}
+	dropRules(data, tpl)
 	return json.MarshalIndent(tpl, "", "  ")
 }
 
@@ -237,6 +239,125 @@ func dropSAMOnly(tpl map[string]any) error {
 		delete(node, last)
 	}
 	return nil
+}
+
+// templateRules is the template's Rules section as it must be, without
+// the assertions' AssertDescription. goformation's typed model has no
+// Rules (cloudformation.Template has no such field): its parse ignores the
+// section without an error and its round trip drops it, so the section is,
+// like samOnly, an exception to the round-trip check, with the value it
+// must have. checkRules compares the raw section (resolve's intrinsic
+// processing evaluates Fn::Not and Fn::Equals away) with this one, and
+// each AssertDescription must name the parameter its assertion checks and
+// the mode it applies to; resolve removes the section only when it
+// passes (see dropRules). TestVPCParametersRule evaluates the rule.
+const templateRules = `
+VPCParametersInEFSMode:
+  RuleCondition: !Equals [!Ref StorageMode, efs]
+  Assertions:
+    - Assert:
+        Fn::Not:
+          - Fn::Contains: [!Ref SubnetIds, ""]
+    - Assert: !Not [!Equals [!Ref SecurityGroupId, ""]]
+`
+
+// rawTemplate returns the template as written, with the short forms of
+// intrinsic functions in long form and no intrinsic function evaluated.
+func rawTemplate(data []byte) (map[string]any, error) {
+	j, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{NoProcess: true})
+	if err != nil {
+		return nil, err
+	}
+	var tpl map[string]any
+	if err := json.Unmarshal(j, &tpl); err != nil {
+		return nil, err
+	}
+	return tpl, nil
+}
+
+// paramRefs returns the names of the parameters (not the pseudo
+// parameters) that v references with Ref, sorted.
+func paramRefs(v any) []string {
+	names := map[string]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, child := range v {
+				if name, ok := child.(string); ok && k == "Ref" && !strings.HasPrefix(name, "AWS::") {
+					names[name] = true
+				}
+				walk(child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		}
+	}
+	walk(v)
+	return slices.Sorted(maps.Keys(names))
+}
+
+// checkRules checks the raw template's Rules section against
+// templateRules (see there).
+func checkRules(data []byte) error {
+	raw, err := rawTemplate(data)
+	if err != nil {
+		return err
+	}
+	want, err := rawTemplate([]byte(templateRules))
+	if err != nil {
+		return fmt.Errorf("templateRules: %w", err)
+	}
+	got, ok := asMap(raw["Rules"])
+	if !ok {
+		return fmt.Errorf("the template has no Rules section, want the rules %v", slices.Sorted(maps.Keys(want)))
+	}
+	// Copy before removing the descriptions.
+	var stripped map[string]any
+	b, err := json.Marshal(got)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &stripped); err != nil {
+		return err
+	}
+	var problems []string
+	for name, r := range stripped {
+		rule, _ := asMap(r)
+		asserts, _ := rule["Assertions"].([]any)
+		for i, a := range asserts {
+			assertion, _ := asMap(a)
+			desc, _ := assertion["AssertDescription"].(string)
+			delete(assertion, "AssertDescription")
+			for _, p := range append(paramRefs(assertion["Assert"]), "efs") {
+				if !strings.Contains(desc, p) {
+					problems = append(problems, fmt.Sprintf("Rules.%s.Assertions[%d].AssertDescription %q does not name %s", name, i, desc, p))
+				}
+			}
+		}
+	}
+	if !reflect.DeepEqual(stripped, want) {
+		g, _ := json.Marshal(stripped)
+		w, _ := json.Marshal(want)
+		problems = append(problems, fmt.Sprintf("Rules (without the descriptions) is %s, want %s", g, w))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// dropRules removes the Rules section from tpl, the resolved template,
+// when the section of the template data is templateRules. Any other Rules
+// section stays, and checkKnownProperties reports it with checkRules's
+// reason, without failing every test that resolves the template; a
+// missing one fails TestVPCParametersRule.
+func dropRules(data []byte, tpl map[string]any) {
+	if _, ok := tpl["Rules"]; ok && checkRules(data) == nil {
+		delete(tpl, "Rules")
+	}
 }
 
 // stripNoValue removes, under v, every object key and list element whose
@@ -308,7 +429,11 @@ func checkKnownProperties(path string) error {
 		}
 		if len(dropped) > 0 {
 			sort.Strings(dropped)
-			problems = append(problems, "StorageMode="+mode+": "+strings.Join(dropped, ", "))
+			problem := "StorageMode=" + mode + ": " + strings.Join(dropped, ", ")
+			if slices.Contains(dropped, "Rules") {
+				problem += " (Rules is not templateRules: " + fmt.Sprint(checkRules(data)) + ")"
+			}
+			problems = append(problems, problem)
 		}
 	}
 	if len(problems) > 0 {
@@ -1345,6 +1470,295 @@ func TestReferencesExistInEachMode(t *testing.T) {
 				if _, ok := resources[d]; !ok {
 					t.Errorf("%s depends on %s, which StorageMode=%s does not create", name, d, p.mode)
 				}
+			}
+		}
+	})
+}
+
+// vpcParameters are the parameters only efs mode uses, with their
+// CloudFormation types: plain types with empty defaults, so that a
+// litestream deployment needs no VPC (the AWS-specific types
+// List<AWS::EC2::Subnet::Id> and AWS::EC2::SecurityGroup::Id accept no
+// empty value). The rule VPCParametersInEFSMode requires them in efs mode.
+var vpcParameters = map[string]string{
+	"SubnetIds":       "CommaDelimitedList",
+	"SecurityGroupId": "String",
+}
+
+func TestVPCParametersAreOptional(t *testing.T) {
+	eachMode(t, func(t *testing.T, p parsed) {
+		for name, typ := range vpcParameters {
+			param, ok := p.tpl.Parameters[name]
+			if !ok {
+				t.Errorf("template has no %s parameter", name)
+				continue
+			}
+			// Default is "" only when the template sets it (nil otherwise).
+			if param.Type != typ || param.Default != "" {
+				t.Errorf("%s: Type %q, Default %#v; want %s, \"\" (litestream mode must not need it)", name, param.Type, param.Default, typ)
+			}
+			desc := ""
+			if param.Description != nil {
+				desc = strings.ToLower(*param.Description)
+			}
+			for _, want := range []string{"required in efs mode", "unused in litestream mode"} {
+				if !strings.Contains(desc, want) {
+					t.Errorf("%s's description %q does not say %q", name, desc, want)
+				}
+			}
+		}
+	})
+}
+
+// evalRule evaluates expr, a rule's condition or assertion, with the
+// rule functions the template uses and the parameter values params (the
+// others at their defaults; one without a default is an error). A list
+// parameter is its value split on commas, as CloudFormation does: an
+// empty one is the list [""].
+func evalRule(expr any, parameters map[string]any, params map[string]string) (any, error) {
+	switch e := expr.(type) {
+	case string:
+		return e, nil
+	case []any:
+		out := make([]any, len(e))
+		for i, x := range e {
+			v, err := evalRule(x, parameters, params)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+		return out, nil
+	case map[string]any:
+		if len(e) != 1 {
+			return nil, fmt.Errorf("%v is not a function", e)
+		}
+		for fn, arg := range e {
+			if fn == "Ref" {
+				name := fmt.Sprint(arg)
+				decl, ok := asMap(parameters[name])
+				if !ok {
+					return nil, fmt.Errorf("Ref to %s, which is not a parameter", name)
+				}
+				value, ok := params[name]
+				if !ok {
+					def, ok := decl["Default"]
+					if !ok {
+						return nil, fmt.Errorf("parameter %s has no default: every deployment must give it", name)
+					}
+					value = fmt.Sprint(def)
+				}
+				if typ := fmt.Sprint(decl["Type"]); typ == "CommaDelimitedList" || strings.HasPrefix(typ, "List<") {
+					var list []any
+					for _, s := range strings.Split(value, ",") {
+						list = append(list, strings.TrimSpace(s))
+					}
+					return list, nil
+				}
+				return value, nil
+			}
+			v, err := evalRule(arg, parameters, params)
+			if err != nil {
+				return nil, err
+			}
+			args, _ := v.([]any)
+			bools := func(n int) ([]bool, error) {
+				if n >= 0 && len(args) != n {
+					return nil, fmt.Errorf("%s takes %d arguments: %v", fn, n, args)
+				}
+				out := make([]bool, len(args))
+				for i, a := range args {
+					b, ok := a.(bool)
+					if !ok {
+						return nil, fmt.Errorf("%s: argument %v is not a condition", fn, a)
+					}
+					out[i] = b
+				}
+				return out, nil
+			}
+			switch fn {
+			case "Fn::Equals":
+				if len(args) != 2 {
+					return nil, fmt.Errorf("Fn::Equals takes 2 arguments: %v", args)
+				}
+				return reflect.DeepEqual(args[0], args[1]), nil
+			case "Fn::Contains":
+				list, ok := args[0].([]any)
+				if len(args) != 2 || !ok {
+					return nil, fmt.Errorf("Fn::Contains takes a list and a string: %v", args)
+				}
+				return slices.Contains(list, args[1]), nil
+			case "Fn::Not":
+				b, err := bools(1)
+				if err != nil {
+					return nil, err
+				}
+				return !b[0], nil
+			case "Fn::And", "Fn::Or":
+				b, err := bools(-1)
+				if err != nil {
+					return nil, err
+				}
+				if fn == "Fn::And" {
+					return !slices.Contains(b, false), nil
+				}
+				return slices.Contains(b, true), nil
+			default:
+				return nil, fmt.Errorf("evalRule does not know %s", fn)
+			}
+		}
+	}
+	return nil, fmt.Errorf("cannot evaluate %#v", expr)
+}
+
+// failedAssertions evaluates the template's rule with StorageMode=mode and
+// the parameter values params: whether its condition applies it, and the
+// parameters of the assertions that fail.
+func failedAssertions(t *testing.T, raw map[string]any, rule string, params map[string]string) (applies bool, failed []string) {
+	t.Helper()
+	parameters, _ := asMap(raw["Parameters"])
+	rules, _ := asMap(raw["Rules"])
+	r, ok := asMap(rules[rule])
+	if !ok {
+		t.Fatalf("template has no rule %s", rule)
+	}
+	cond, err := evalRule(r["RuleCondition"], parameters, params)
+	if err != nil {
+		t.Fatalf("%s RuleCondition: %v", rule, err)
+	}
+	if cond != true {
+		return false, nil
+	}
+	asserts, _ := r["Assertions"].([]any)
+	for i, a := range asserts {
+		assertion, _ := asMap(a)
+		ok, err := evalRule(assertion["Assert"], parameters, params)
+		if err != nil {
+			t.Fatalf("%s Assertions[%d] with %v: %v", rule, i, params, err)
+		}
+		if ok != true {
+			failed = append(failed, paramRefs(assertion["Assert"])...)
+		}
+	}
+	sort.Strings(failed)
+	return true, failed
+}
+
+// TestVPCParametersRule checks, on the template as written (the typed
+// model has no Rules, see templateRules), that a deployment in efs mode
+// fails without subnets or security group, and that one in litestream
+// mode needs neither.
+func TestVPCParametersRule(t *testing.T) {
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRules(data); err != nil {
+		t.Error(err)
+	}
+	raw, err := rawTemplate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rule = "VPCParametersInEFSMode"
+	rules, _ := asMap(raw["Rules"])
+	r, ok := asMap(rules[rule])
+	if !ok {
+		t.Fatalf("template has no rule %s: an efs deployment without subnets or security group would not be refused", rule)
+	}
+	wantCond := map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "StorageMode"}, "efs"}}
+	if !reflect.DeepEqual(r["RuleCondition"], wantCond) {
+		t.Errorf("%s RuleCondition = %v, want %v", rule, r["RuleCondition"], wantCond)
+	}
+	const subnets, sg = "subnet-0a1,subnet-0b2", "sg-0c3"
+	cases := []struct {
+		name    string
+		params  map[string]string
+		applies bool
+		failed  []string
+	}{
+		{"efs without VPC parameters", map[string]string{"StorageMode": "efs"}, true, []string{"SecurityGroupId", "SubnetIds"}},
+		{"efs without security group", map[string]string{"StorageMode": "efs", "SubnetIds": subnets}, true, []string{"SecurityGroupId"}},
+		{"efs without subnets", map[string]string{"StorageMode": "efs", "SecurityGroupId": sg}, true, []string{"SubnetIds"}},
+		{"efs with an empty subnet", map[string]string{"StorageMode": "efs", "SubnetIds": "subnet-0a1,", "SecurityGroupId": sg}, true, []string{"SubnetIds"}},
+		{"efs with VPC parameters", map[string]string{"StorageMode": "efs", "SubnetIds": subnets, "SecurityGroupId": sg}, true, nil},
+		{"default mode without VPC parameters", nil, true, []string{"SecurityGroupId", "SubnetIds"}},
+		{"litestream without VPC parameters", map[string]string{"StorageMode": "litestream"}, false, nil},
+		{"litestream with VPC parameters", map[string]string{"StorageMode": "litestream", "SubnetIds": subnets, "SecurityGroupId": sg}, false, nil},
+	}
+	for _, c := range cases {
+		applies, failed := failedAssertions(t, raw, rule, c.params)
+		if applies != c.applies || !slices.Equal(failed, c.failed) {
+			t.Errorf("%s: rule applies %v, fails on %v; want applies %v, fails on %v", c.name, applies, failed, c.applies, c.failed)
+		}
+	}
+}
+
+// vpcParameterRefs returns the places of the resolved template raw that
+// reference a VPC parameter, with the placeholder they hold.
+func vpcParameterRefs(raw map[string]any) map[string]string {
+	subVar := regexp.MustCompile(`\$\{([^}!.]+)\}`)
+	refs := map[string]string{}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, child := range v {
+				walk(path+"."+k, child)
+			}
+		case []any:
+			for i, child := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), child)
+			}
+		case string:
+			var names []string
+			if n, ok := strings.CutPrefix(v, "ref:"); ok {
+				n, _, _ = strings.Cut(n, "[")
+				names = append(names, n)
+			} else if s, ok := strings.CutPrefix(v, "sub:"); ok {
+				for _, m := range subVar.FindAllStringSubmatch(s, -1) {
+					names = append(names, m[1])
+				}
+			}
+			for _, n := range names {
+				if _, ok := vpcParameters[n]; ok {
+					refs[path] = v
+				}
+			}
+		}
+	}
+	walk("", raw)
+	return refs
+}
+
+// TestVPCParametersUsedOnlyInEFSMode checks where the resolved template
+// references the VPC parameters: in efs mode the functions' VPC
+// configuration and the two mount targets (in the first and the second
+// subnet), in litestream mode nowhere (the rule, which references them in
+// both, is not part of the resolved template, see templateRules).
+func TestVPCParametersUsedOnlyInEFSMode(t *testing.T) {
+	want := map[string]map[string]string{
+		"efs": {
+			".Globals.Function.VpcConfig.SubnetIds[0]":             "ref:SubnetIds[0]",
+			".Globals.Function.VpcConfig.SubnetIds[1]":             "ref:SubnetIds[1]",
+			".Globals.Function.VpcConfig.SecurityGroupIds[0]":      "ref:SecurityGroupId",
+			".Resources.MountTargetA.Properties.SubnetId":          "ref:SubnetIds[0]",
+			".Resources.MountTargetA.Properties.SecurityGroups[0]": "ref:SecurityGroupId",
+			".Resources.MountTargetB.Properties.SubnetId":          "ref:SubnetIds[1]",
+			".Resources.MountTargetB.Properties.SecurityGroups[0]": "ref:SecurityGroupId",
+		},
+		"litestream": {},
+	}
+	eachMode(t, func(t *testing.T, p parsed) {
+		got := vpcParameterRefs(p.raw)
+		for path, v := range want[p.mode] {
+			if got[path] != v {
+				t.Errorf("%s is %q, want %q", path, got[path], v)
+			}
+		}
+		for path, v := range got {
+			if _, ok := want[p.mode][path]; !ok {
+				t.Errorf("%s references a VPC parameter (%s) in %s mode", path, v, p.mode)
 			}
 		}
 	})

@@ -41,7 +41,7 @@ func TestDurableGatesTheAnswer(t *testing.T) {
 		code string
 	}{
 		{fmt.Errorf("%w: bucket unreachable", eventlog.ErrUnavailable), "replica_unavailable"},
-		{fmt.Errorf("%w: lease held by b", eventlog.ErrNotWriter), "writer_unavailable"},
+		{fmt.Errorf("%w: lease lost after the append", eventlog.ErrNotWriter), "replica_unavailable"},
 	} {
 		fail.Store(&c.err)
 		status, body := post(`{"account":"a2","owner":"B"}`, "k2")
@@ -66,5 +66,30 @@ func TestDurableGatesTheAnswer(t *testing.T) {
 	}
 	if calls.Load() != before {
 		t.Fatal("Durable called for a command that recorded nothing")
+	}
+}
+
+// notWriterStore refuses every append as a process without the lease.
+type notWriterStore struct{ eventlog.Store }
+
+func (notWriterStore) Append(context.Context, eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	return eventlog.AppendResult{}, fmt.Errorf("%w: lease held by b", eventlog.ErrNotWriter)
+}
+
+func TestAppendRefusedWithoutTheLease(t *testing.T) {
+	e := newEnv(t)
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	x := handler.NewExecute(reg, notWriterStore{e.app.Store}, handler.ExecuteOptions{})
+	resp := x.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/open-account", "", nil, `{"account":"a1","owner":"A"}`))
+	var got struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.Unmarshal([]byte(resp.Body), &got)
+	if resp.StatusCode != http.StatusServiceUnavailable || got.Error.Code != "writer_unavailable" {
+		t.Fatalf("append refused for the lease: %d %s", resp.StatusCode, resp.Body)
+	}
+	if h := e.head(); h != 0 {
+		t.Fatalf("head %d after a refused append", h)
 	}
 }

@@ -53,12 +53,13 @@ type ExecuteOptions struct {
 	SnapshotThreshold int                  // 0 = executor default; negative disables
 	Logger            *slog.Logger         // nil = slog.Default()
 	Observer          CommandObserver      // nil for none
-	// Durable, when set, is called after every command that recorded
-	// events (or found its idempotency key already recorded), before the
-	// answer: it makes the events durable beyond this instance (a replica
-	// sync). An error wrapping eventlog.ErrUnavailable answers 503
-	// replica_unavailable, one wrapping eventlog.ErrNotWriter 503
-	// writer_unavailable; the command is then not acknowledged.
+	// Durable, when set, is called after every command that succeeded
+	// (whether it recorded events, found its idempotency key already
+	// recorded, or decided nothing), before the answer: it makes the log
+	// durable beyond this instance (a replica sync). Any error answers 503
+	// replica_unavailable (outcome unknown): the command is not
+	// acknowledged. An append refused with eventlog.ErrNotWriter answers
+	// 503 writer_unavailable (nothing recorded).
 	Durable func(context.Context) error
 }
 
@@ -227,9 +228,12 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 		x.observe(name, outcomeOf(e.Status), start, res)
 		return fail(e)
 	}
-	if x.durable != nil && len(res.Events) > 0 {
+	if x.durable != nil {
+		// Also when the command recorded nothing now: its answer may rest
+		// on events that are not durable yet.
 		if err := x.durable(ctx); err != nil {
-			e := x.classify(ctx, name, err)
+			x.log.WarnContext(ctx, "command not acknowledged", "command", name, "request_id", requestID(ctx), "error", err.Error())
+			e := unknownOutcome()
 			x.observe(name, outcomeOf(e.Status), start, res)
 			return fail(e)
 		}
@@ -260,6 +264,13 @@ func outcomeOf(status int) string {
 		return OutcomeError
 	}
 	return OutcomeRejected
+}
+
+// unknownOutcome answers a command that may have been recorded but could
+// not be made durable.
+func unknownOutcome() *Error {
+	return Errorf(http.StatusServiceUnavailable, "replica_unavailable",
+		"the command's events could not be made durable in the replica, so its outcome is unknown; retry it with the same Idempotency-Key")
 }
 
 func tooLarge() *Error {
@@ -299,8 +310,7 @@ func (x *Execute) classify(ctx context.Context, name string, err error) *Error {
 		return Errorf(http.StatusConflict, "concurrency", "the command kept conflicting with concurrent commands; retry it")
 	case errors.Is(err, eventlog.ErrUnavailable):
 		x.log.WarnContext(ctx, "command not acknowledged", "command", name, "request_id", requestID(ctx), "error", err.Error())
-		return Errorf(http.StatusServiceUnavailable, "replica_unavailable",
-			"the command's events could not be made durable in the replica, so its outcome is unknown; retry it with the same Idempotency-Key")
+		return unknownOutcome()
 	case errors.Is(err, eventlog.ErrNotWriter):
 		x.log.WarnContext(ctx, "command refused: not the writer", "command", name, "request_id", requestID(ctx), "error", err.Error())
 		return Errorf(http.StatusServiceUnavailable, "writer_unavailable",

@@ -35,6 +35,7 @@ type Follower struct {
 	store    *sqlite.Store // nil while the replica is empty
 	txid     ltx.TXID      // last transaction applied
 	checksum ltx.Checksum  // database checksum after it, 0 when unknown
+	broken   error         // the last full restore's failure, until one succeeds
 	closed   bool
 
 	fullRestores, applied atomic.Int64
@@ -74,11 +75,22 @@ func (f *Follower) TXID() uint64 {
 
 // fullRestore replaces the local copy with the replica's newest state;
 // f.mu is held or f is not shared yet.
-func (f *Follower) fullRestore(ctx context.Context) error {
+func (f *Follower) fullRestore(ctx context.Context) (err error) {
+	defer func() {
+		// Until a restore succeeds, reads fail instead of showing a log
+		// that is empty or partial.
+		f.broken = err
+		if err != nil {
+			f.broken = fmt.Errorf("%w: the local copy of the log could not be restored: %w", eventlog.ErrUnavailable, err)
+		}
+	}()
 	if f.store != nil {
 		_ = f.store.Close()
 		f.store = nil
 	}
+	// Until the restore succeeds the copy holds nothing: the next CatchUp
+	// restores again.
+	f.txid, f.checksum = 0, 0
 	top, err := head(ctx, f.client)
 	if err != nil {
 		return fmt.Errorf("replica %s: %w", redact(f.opts.URL), err)
@@ -86,7 +98,6 @@ func (f *Follower) fullRestore(ctx context.Context) error {
 	if err := wipe(f.opts.Path); err != nil {
 		return err
 	}
-	f.txid, f.checksum = 0, 0
 	if top == 0 {
 		return nil
 	}
@@ -178,10 +189,12 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		}
 		next = info.MaxTXID + 1
 	}
-	if err := f.store.Close(); err != nil {
-		return 0, err
+	if f.store != nil {
+		if err := f.store.Close(); err != nil {
+			return 0, err
+		}
+		f.store = nil
 	}
-	f.store = nil
 	n, applyErr := f.apply(ctx, infos)
 	if applyErr != nil {
 		f.opts.Logger.Warn("incremental catch-up failed; restoring fully", "error", applyErr.Error())
@@ -273,6 +286,11 @@ func (f *Follower) read() (*sqlite.Store, func(), error) {
 	if f.closed {
 		f.mu.RUnlock()
 		return nil, nil, eventlog.ErrClosed
+	}
+	if f.broken != nil {
+		err := f.broken
+		f.mu.RUnlock()
+		return nil, nil, err
 	}
 	return f.store, f.mu.RUnlock, nil
 }

@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -155,4 +156,78 @@ func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
 		t.Fatalf("full restores = %d, want 2 (the gap forced one)", full)
 	}
 	sameFeed(t, ctx, w.store, f)
+}
+
+// A full restore that fails (a damaged replica file) leaves the follower
+// failing its reads, not showing an empty log, and the next CatchUp after
+// the replica is repaired restores it.
+func TestFollowerFailedRestoreFailsReads(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "replica")
+	w, err := openNode(t, ctx, replica.Options{URL: "file://" + dir, Path: filepath.Join(t.TempDir(), "events.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.close(ctx) }()
+	for i := range 5 {
+		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := replica.OpenFollower(ctx, replica.Options{URL: "file://" + dir, Path: filepath.Join(t.TempDir(), "f.db")}, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	for i := 5; i < 7; i++ { // the follower falls behind
+		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.w.Maintain(ctx); err != nil { // compacted into the higher levels
+		t.Fatal(err)
+	}
+	// Level 0 is gone (a gap behind the next file) and every compacted
+	// file is damaged.
+	if err := os.RemoveAll(filepath.Join(dir, "ltx", "0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.appendOne(ctx, "note-a", 7); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "ltx", "*", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no compacted files: %v", err)
+	}
+	good := map[string][]byte{}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		good[p] = b
+		if err := os.WriteFile(p, b[:len(b)/2], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.CatchUp(ctx); err == nil {
+		t.Fatal("CatchUp over a damaged replica succeeded")
+	}
+	if h, err := f.Head(ctx); !errors.Is(err, eventlog.ErrUnavailable) {
+		t.Fatalf("Head after a failed restore = %d, %v; want ErrUnavailable", h, err)
+	}
+	if _, err := f.CatchUp(ctx); err == nil { // still damaged: fails again, no panic
+		t.Fatal("second CatchUp over a damaged replica succeeded")
+	}
+	for p, b := range good {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := f.Head(ctx); err != nil || h != 8 {
+		t.Fatalf("Head after the repair = %d, %v; want 8", h, err)
+	}
 }

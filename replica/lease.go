@@ -155,7 +155,11 @@ func (l *s3Lease) hold(ctx context.Context, margin time.Duration) (bool, error) 
 			if l.lease.TTL() > margin {
 				return false, nil // still ours for long enough; renew next time
 			}
-			return false, fmt.Errorf("%w: renew writer lease: %w", eventlog.ErrUnavailable, err)
+			// Expired, and the renewal failed otherwise than by a changed
+			// ETag (S3 answers 404 to a conditional PUT on a deleted, that
+			// is released, lease): take it anew below. That counts as an
+			// acquisition, so the caller re-checks the replica's head.
+			l.lease = nil
 		}
 	}
 	lease, err := l.leaser.AcquireLease(ctx)

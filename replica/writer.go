@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,15 @@ import (
 
 	"github.com/eventcore-go/eventcore/eventlog"
 )
+
+// LeaseMargin is how much longer than a sync the writer lease must still
+// last before a write (a quarter of the TTL when that is shorter): the
+// slack for clock skew between instances and an upload still in flight
+// when a sync gives up.
+const LeaseMargin = 2 * time.Second
+
+// LeaseSlack is the margin used with a lease of ttl.
+func LeaseSlack(ttl time.Duration) time.Duration { return min(LeaseMargin, ttl/4) }
 
 // Writer replicates the SQLite file that this process writes. Its life:
 //
@@ -56,6 +66,9 @@ type Writer struct {
 	store  *litestream.Store
 	synced ltx.TXID // the replica's head as this writer last saw or made it
 	stale  bool     // another writer moved the replica since synced
+	// pendingFull is true from Start until a sync succeeds: the first sync
+	// after a restore uploads a whole snapshot, so it gets a longer budget.
+	pendingFull bool
 }
 
 // OpenWriter connects to the replica at opts.URL, takes the writer lease
@@ -129,10 +142,25 @@ func (w *Writer) reconcile(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if _, err := restore(ctx, w.client, w.opts.Path, w.opts.Logger); err != nil {
+	if err := restoreNonEmpty(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
 	w.synced = top
+	return nil
+}
+
+// restoreNonEmpty restores path from the replica, whose newest
+// transaction is top; a replica that holds transactions but cannot be
+// restored (no chain of files back to a snapshot) is an error, never an
+// empty file.
+func restoreNonEmpty(ctx context.Context, client litestream.ReplicaClient, path string, top ltx.TXID, logger *slog.Logger) error {
+	restored, err := restore(ctx, client, path, logger)
+	if err != nil {
+		return err
+	}
+	if !restored && top > 0 {
+		return fmt.Errorf("restore %s: the replica holds transactions up to %d but no snapshot they can be restored from", path, top)
+	}
 	return nil
 }
 
@@ -160,10 +188,16 @@ func (w *Writer) Start(ctx context.Context) error {
 	if err := db.Open(); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
-	w.db, w.store = db, store
+	w.db, w.store, w.pendingFull = db, store, true
 	err := w.syncLocked(ctx)
-	if err != nil && w.opts.StartWithoutLease && errors.Is(err, eventlog.ErrNotWriter) {
+	switch {
+	case err != nil && w.opts.StartWithoutLease && errors.Is(err, eventlog.ErrNotWriter):
 		return nil // the first sync under the lease replicates the file
+	case errors.Is(err, eventlog.ErrUnavailable):
+		// The replica answered the restore; a failed upload now is
+		// retried by the next Sync, which a command waits for.
+		w.opts.Logger.Warn("first sync to the replica failed; the next sync retries it", "error", err.Error())
+		return nil
 	}
 	return err
 }
@@ -176,14 +210,21 @@ func (w *Writer) Start(ctx context.Context) error {
 func (w *Writer) Guard(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+	defer cancel()
 	return w.guardLocked(ctx)
 }
 
 func (w *Writer) guardLocked(ctx context.Context) error {
+	return w.guardFor(ctx, w.opts.SyncTimeout)
+}
+
+// guardFor is guardLocked for work that may take up to d.
+func (w *Writer) guardFor(ctx context.Context, d time.Duration) error {
 	if w.stale {
 		return fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
 	}
-	acquired, err := w.lease.hold(ctx, w.opts.SyncTimeout+time.Second)
+	acquired, err := w.lease.hold(ctx, d+LeaseSlack(w.opts.LeaseTTL))
 	if err != nil {
 		return err
 	}
@@ -209,6 +250,8 @@ func (w *Writer) guardLocked(ctx context.Context) error {
 func (w *Writer) Begin(ctx context.Context) (stale bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+	defer cancel()
 	err = w.guardLocked(ctx)
 	return w.stale, err
 }
@@ -272,15 +315,22 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 	if w.db == nil {
 		return errors.New("replica: writer not started")
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+	budget := w.opts.SyncTimeout
+	if w.pendingFull {
+		budget = max(budget, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
+		if d, ok := ctx.Deadline(); ok {
+			budget = min(budget, max(time.Until(d)-time.Second, w.opts.SyncTimeout))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	if err := w.guardLocked(ctx); err != nil {
+	if err := w.guardFor(ctx, budget); err != nil {
 		return err
 	}
 	if err := w.db.SyncAndWait(ctx); err != nil {
 		return fmt.Errorf("%w: replica %s: %w", eventlog.ErrUnavailable, redact(w.opts.URL), err)
 	}
-	w.synced = w.db.Replica.Pos().TXID
+	w.synced, w.pendingFull = w.db.Replica.Pos().TXID, false
 	return nil
 }
 
@@ -301,13 +351,23 @@ func (w *Writer) Synced() uint64 {
 // writes a snapshot every SnapshotInterval and deletes what Retention no
 // longer needs, so that a restore reads a bounded number of files. Call it
 // regularly from an invocation (a schedule); it costs nothing when nothing
-// is due.
+// is due. Syncs may run beside it (it does not hold them up while it
+// uploads); Reload and Close must not.
 func (w *Writer) Maintain(ctx context.Context) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.syncLocked(ctx); err != nil {
+	err := w.syncLocked(ctx)
+	if err == nil {
+		// The compaction and snapshot uploads below must end well within
+		// the lease.
+		err = w.guardFor(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
+	}
+	db, store := w.db, w.store
+	w.mu.Unlock()
+	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
+	defer cancel()
 	levels := append(litestream.CompactionLevels{}, litestream.DefaultCompactionLevels[1:]...)
 	levels = append(levels, w.store.SnapshotLevel())
 	var errs []error
@@ -315,12 +375,12 @@ func (w *Writer) Maintain(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		_, err := w.store.CompactDB(ctx, w.db, lvl)
+		_, err := store.CompactDB(ctx, db, lvl)
 		if err != nil && !errors.Is(err, litestream.ErrNoCompaction) && !errors.Is(err, litestream.ErrCompactionTooEarly) {
 			errs = append(errs, fmt.Errorf("compact level %d: %w", lvl.Level, err))
 		}
 	}
-	if err := w.store.EnforceSnapshotRetention(ctx, w.db); err != nil {
+	if err := store.EnforceSnapshotRetention(ctx, db); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -341,7 +401,7 @@ func (w *Writer) Reload(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if _, err := restore(ctx, w.client, w.opts.Path, w.opts.Logger); err != nil {
+	if err := restoreNonEmpty(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
 	w.synced, w.stale = top, false

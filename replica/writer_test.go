@@ -416,3 +416,39 @@ func TestStartWithoutLease(t *testing.T) {
 		t.Fatalf("successor appended version %d, want 6", v)
 	}
 }
+
+// The same without the frozen writer trying in between: its first call
+// after thawing renews a lease the successor has released (deleted), which
+// Amazon S3 answers with 404; the writer must take the lease anew and
+// reload, not report the replica unavailable for ever.
+func TestFrozenWriterAfterSuccessorReleased(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	ttl := 2 * time.Second
+	opts := func(path, owner string) replica.Options {
+		return replica.Options{URL: s3.URL("released"), Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
+	}
+	a, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.close(ctx) }()
+	if _, err := a.appendOne(ctx, "note-a", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ttl + 200*time.Millisecond)
+	b, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "b.db"), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.appendOne(ctx, "note-a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.close(ctx); err != nil { // releases: the lease object is deleted
+		t.Fatal(err)
+	}
+	stale, err := a.w.Begin(ctx)
+	if !stale {
+		t.Fatalf("Begin after the successor wrote and released: stale = false, %v", err)
+	}
+}

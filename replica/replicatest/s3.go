@@ -1,11 +1,13 @@
 // Package replicatest runs an in-process S3 server (gofakes3) for tests of
 // S3 replicas, with a switch that makes it answer every request with 503
-// as an unreachable bucket would.
+// as an unreachable bucket would, and Amazon S3's answer (404) to a
+// conditional PUT on a missing key.
 package replicatest
 
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -42,6 +44,18 @@ func StartS3(t testing.TB) *S3 {
 		if s.down.Load() {
 			http.Error(w, "<Error><Code>ServiceUnavailable</Code><Message>down for a test</Message></Error>", http.StatusServiceUnavailable)
 			return
+		}
+		// Amazon S3 answers a PUT with If-Match on a key that does not
+		// exist with 404 NoSuchKey (gofakes3 answers 412).
+		if r.Method == http.MethodPut && r.Header.Get("If-Match") != "" {
+			if bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/"); ok {
+				if _, err := backend.HeadObject(bucket, key); err != nil {
+					w.Header().Set("Content-Type", "application/xml")
+					w.WriteHeader(http.StatusNotFound)
+					_, _ = w.Write([]byte("<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"))
+					return
+				}
+			}
 		}
 		api.ServeHTTP(w, r)
 	}))
