@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +113,39 @@ func TestKillNineWithReplica(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSecondRunnerOnTheSameReplicaIsRefused starts two runner processes
+// on one replica: the second fails at start with one line naming the
+// variable, and the first keeps serving.
+func TestSecondRunnerOnTheSameReplicaIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	bin := buildRunner(t)
+	url := "file://" + filepath.Join(t.TempDir(), "replica")
+	envFor := func(dir string) []string {
+		return []string{
+			"EVENTCORE_DB=" + filepath.Join(dir, "events.db"),
+			"EVENTCORE_READ_DB=" + filepath.Join(dir, "projections.db"),
+			"EVENTCORE_REPLICA_URL=" + url,
+		}
+	}
+	first := launch(t, bin, envFor(t.TempDir()))
+	do(t, "POST", first.url+"/commands/open-account", `{"account":"alice","owner":"Alice"}`).want(t, 200, `"attempts":1`)
+
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), envFor(t.TempDir())...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second runner on the same replica started: %s", out)
+	}
+	var last string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		last = line
+	}
+	if !strings.HasPrefix(last, "local: EVENTCORE_REPLICA_URL: ") || !strings.Contains(last, "another process holds") {
+		t.Fatalf("second runner's last line %q, want one naming EVENTCORE_REPLICA_URL and the held lock", last)
+	}
+	do(t, "POST", first.url+"/commands/deposit", `{"account":"alice","amount":5}`).want(t, 200, `"attempts":1`)
 }
