@@ -349,19 +349,6 @@ func (a *App) Maintain(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// KeepLease renews the writer leases this instance holds when they are
-// due, so that a long-running process (the local runner) keeps them while
-// idle. A lease found lost is logged; writes then answer 503.
-func (a *App) KeepLease(ctx context.Context) {
-	for _, w := range []*replica.Writer{a.logWriter, a.readWriter} {
-		if w != nil {
-			if err := w.Guard(ctx); err != nil {
-				a.Logger.WarnContext(ctx, "writer lease", "error", err.Error())
-			}
-		}
-	}
-}
-
 // Replicated reports whether the event log has a replica.
 func (a *App) Replicated() bool { return a.logWriter != nil || a.follower != nil }
 

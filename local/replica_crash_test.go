@@ -3,16 +3,22 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
+	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/replica/replicatest"
 )
 
@@ -148,4 +154,85 @@ func TestSecondRunnerOnTheSameReplicaIsRefused(t *testing.T) {
 		t.Fatalf("second runner's last line %q, want one naming EVENTCORE_REPLICA_URL and the held lock", last)
 	}
 	do(t, "POST", first.url+"/commands/deposit", `{"account":"alice","amount":5}`).want(t, 200, `"attempts":1`)
+}
+
+// TestFrozenRunnerReloads freezes a runner (SIGSTOP) past its S3 lease,
+// lets another writer append to the replica meanwhile, then thaws it: the
+// runner must take the lease back, reload the log with the other writer's
+// events, and continue after them, never writing its older file over
+// them.
+func TestFrozenRunnerReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and freezes processes")
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("SIGSTOP")
+	}
+	bin := buildRunner(t)
+	s3 := replicatest.StartS3(t)
+	url := s3.URL("frozen/events")
+	common := map[string]string{
+		"EVENTCORE_REPLICA_URL":         url,
+		"EVENTCORE_REPLICA_LEASE_TTL":   "3s",
+		"EVENTCORE_REPLICA_TIMEOUT":     "1s",
+		"EVENTCORE_PROJECTION_INTERVAL": "100ms",
+	}
+	dir := t.TempDir()
+	env := []string{"EVENTCORE_DB=" + filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB=" + filepath.Join(dir, "projections.db")}
+	for k, v := range common {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range replicatest.EnvVars() {
+		env = append(env, k+"="+v)
+	}
+	p := launch(t, bin, env)
+	do(t, "POST", p.url+"/commands/open-account", `{"account":"alice","owner":"Alice"}`).want(t, 200, `"position":1`)
+	do(t, "POST", p.url+"/commands/deposit", `{"account":"alice","amount":10}`).want(t, 200, `"position":2`)
+
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond) // its lease expires
+	other := t.TempDir()
+	otherEnv := map[string]string{"EVENTCORE_DB": filepath.Join(other, "events.db"), "EVENTCORE_READ_DB": filepath.Join(other, "p.db")}
+	for k, v := range common {
+		otherEnv[k] = v
+	}
+	cfg, err := config.Load(func(k string) string { return otherEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	b, err := app.Open(context.Background(), cfg, reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("the other writer could not take the expired lease: %v", err)
+	}
+	if status, body, _ := b.Execute.HandleDirect(context.Background(), handler.CommandRequest{Command: "deposit", Input: []byte(`{"account":"alice","amount":5}`)}); status != 200 || !strings.Contains(string(body), `"position":3`) {
+		t.Fatalf("the other writer's deposit: %d %s", status, body)
+	}
+	if err := b.Close(); err != nil { // syncs and releases the lease
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The thawed runner reloads on its next timer tick; a command that
+	// arrives before that is refused (503), never written over the newer
+	// history.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a := do(t, "POST", p.url+"/commands/deposit", `{"account":"alice","amount":1}`, "Idempotency-Key", "after-thaw")
+		if a.status == 200 {
+			if !strings.Contains(a.body, `"position":4`) {
+				t.Fatalf("after the reload the deposit answered %s, want position 4", a.body)
+			}
+			break
+		}
+		if a.status != 503 || time.Now().After(deadline) {
+			t.Fatalf("thawed runner answered %d %s", a.status, a.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	do(t, "GET", p.url+"/accounts/alice?min_position=4", "").want(t, 200, `"balance":16`)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -30,6 +31,11 @@ type server struct {
 	app     *app.App
 	wake    chan struct{}
 	metrics http.Handler
+	// swap is held for reading by every request and projection round, and
+	// for writing while the app checks its replica's lease and, when
+	// another writer moved the replica, reloads the log (which replaces
+	// the handlers).
+	swap sync.RWMutex
 }
 
 func newServer(a *app.App) *server {
@@ -67,6 +73,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	ctx = handler.WithRequestID(ctx, ev.RequestContext.RequestID)
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	var resp events.APIGatewayV2HTTPResponse
 	if strings.HasPrefix(r.URL.Path, "/commands/") {
 		resp = s.app.Execute.HandleHTTP(ctx, ev)
@@ -128,12 +136,19 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 		case <-ticker.C:
 		}
 		run, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if s.app.Replicated() {
+			// Renews the leases when due and, if another writer moved a
+			// replica meanwhile, reloads it with no request in flight.
+			s.swap.Lock()
+			s.app.Begin(run)
+			s.swap.Unlock()
+		}
+		s.swap.RLock()
 		if _, err := s.app.Project.CatchUp(run); err != nil && ctx.Err() == nil {
 			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
 		}
 		if s.app.Replicated() {
 			s.app.SyncReadModels(run)
-			s.app.KeepLease(run)
 			if time.Since(maintained) >= maintenanceInterval {
 				if err := s.app.Maintain(run); err != nil && ctx.Err() == nil {
 					s.app.Logger.Warn("replica maintenance failed", "error", err.Error())
@@ -141,6 +156,7 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 				maintained = time.Now()
 			}
 		}
+		s.swap.RUnlock()
 		cancel()
 		s.app.Push(ctx)
 	}
