@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -59,13 +60,28 @@ func TestDurableGatesTheAnswer(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &ok); status != 200 || err != nil || len(ok.Events) != 1 || ok.Events[0].Position != 2 {
 		t.Fatalf("retry after the replica came back: %d %s", status, body)
 	}
-	// A command that recorded nothing needs no sync.
+	// A refusal rests on state that must be durable too: it waits for the
+	// sync, and is not answered as a refusal when the sync fails.
 	before := calls.Load()
-	if status, _ := post(`{"account":"a2","owner":"B"}`, ""); status == 200 {
-		t.Fatal("opening an open account succeeded")
+	if status, body := post(`{"account":"a2","owner":"B"}`, ""); status != http.StatusUnprocessableEntity {
+		t.Fatalf("opening an open account: %d %s", status, body)
+	}
+	if calls.Load() != before+1 {
+		t.Fatal("a refusal was answered without a sync")
+	}
+	down := fmt.Errorf("%w: bucket unreachable", eventlog.ErrUnavailable)
+	fail.Store(&down)
+	if status, body := post(`{"account":"a2","owner":"B"}`, ""); status != http.StatusServiceUnavailable || !strings.Contains(body, "replica_unavailable") {
+		t.Fatalf("a refusal with the replica down: %d %s", status, body)
+	}
+	// Invalid input rests on nothing stored: no sync.
+	fail.Store(nil)
+	before = calls.Load()
+	if status, _ := post(`{"account":"","owner":"B"}`, ""); status != http.StatusBadRequest {
+		t.Fatalf("invalid input answered %d", status)
 	}
 	if calls.Load() != before {
-		t.Fatal("Durable called for a command that recorded nothing")
+		t.Fatal("Durable called for invalid input")
 	}
 }
 

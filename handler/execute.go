@@ -55,7 +55,8 @@ type ExecuteOptions struct {
 	Observer          CommandObserver      // nil for none
 	// Durable, when set, is called after every command that succeeded
 	// (whether it recorded events, found its idempotency key already
-	// recorded, or decided nothing), before the answer: it makes the log
+	// recorded, or decided nothing) or was refused by a business rule
+	// (422), before the answer: it makes the log
 	// durable beyond this instance (a replica sync). Any error answers 503
 	// replica_unavailable (outcome unknown): the command is not
 	// acknowledged. An append refused with eventlog.ErrNotWriter answers
@@ -225,6 +226,14 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 	res, err := runner(ctx, x.store, body, opts)
 	if err != nil {
 		e := x.classify(ctx, name, err)
+		if e.Status == http.StatusUnprocessableEntity && x.durable != nil {
+			// A refusal rests on the state read, which may include events
+			// that are not durable yet: it is answered once they are.
+			if derr := x.durable(ctx); derr != nil {
+				x.log.WarnContext(ctx, "refusal not answered", "command", name, "request_id", requestID(ctx), "error", derr.Error())
+				e = unknownOutcome()
+			}
+		}
 		x.observe(name, outcomeOf(e.Status), start, res)
 		return fail(e)
 	}
