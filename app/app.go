@@ -306,6 +306,15 @@ func (a *App) reloadLog(ctx context.Context) error {
 	}
 	a.Cache = cache.New(a.Config.CacheTTL, a.Config.CacheMaxBytes) // states of the old history must go
 	a.build()
+	if a.Role != RoleExecute {
+		// The read models may hold events of the local history that the
+		// reload discarded: they are rebuilt from the log as it now is.
+		for _, name := range a.Runner.Names() {
+			if err := a.Runner.Rebuild(ctx, name); err != nil {
+				return fmt.Errorf("rebuild projection %s after the reload: %w", name, err)
+			}
+		}
+	}
 	a.reloadLogPending = false
 	return nil
 }
@@ -347,6 +356,25 @@ func (a *App) Maintain(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CheckReplicas renews the writer leases when due and reports whether a
+// replica moved under this instance, in which case the caller calls Begin
+// with no request in flight (Begin reloads). Errors are logged.
+func (a *App) CheckReplicas(ctx context.Context) (reload bool) {
+	reload = a.reloadLogPending || a.reloadReadPending
+	for _, w := range []*replica.Writer{a.logWriter, a.readWriter} {
+		if w == nil {
+			continue
+		}
+		stale, err := w.Begin(ctx)
+		if stale {
+			reload = true
+		} else if err != nil {
+			a.Logger.WarnContext(ctx, "writer lease", "error", err.Error())
+		}
+	}
+	return reload
 }
 
 // Replicated reports whether the event log has a replica.

@@ -266,6 +266,10 @@ func (p *Project) queryError(ctx context.Context, what string, err error) *Error
 	if errors.Is(err, eventlog.ErrInvalid) {
 		return InvalidRequest("%v", err)
 	}
+	if errors.Is(err, eventlog.ErrUnavailable) {
+		p.log.WarnContext(ctx, "query failed: the log is unavailable", "route", what, "request_id", requestID(ctx), "error", err.Error())
+		return Errorf(http.StatusServiceUnavailable, "replica_unavailable", "the event log's copy could not be brought up to date from the replica; retry shortly")
+	}
 	if ctx.Err() != nil {
 		return Errorf(http.StatusServiceUnavailable, "timeout", "the request ran out of time")
 	}

@@ -137,11 +137,16 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 		}
 		run, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if s.app.Replicated() {
-			// Renews the leases when due and, if another writer moved a
-			// replica meanwhile, reloads it with no request in flight.
-			s.swap.Lock()
-			s.app.Begin(run)
-			s.swap.Unlock()
+			// Renews the leases when due and, only if another writer moved
+			// a replica meanwhile, reloads it with no request in flight.
+			s.swap.RLock()
+			reload := s.app.CheckReplicas(run)
+			s.swap.RUnlock()
+			if reload {
+				s.swap.Lock()
+				s.app.Begin(run)
+				s.swap.Unlock()
+			}
 		}
 		s.swap.RLock()
 		if _, err := s.app.Project.CatchUp(run); err != nil && ctx.Err() == nil {

@@ -198,7 +198,10 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 	n, applyErr := f.apply(ctx, infos)
 	if applyErr != nil {
 		f.opts.Logger.Warn("incremental catch-up failed; restoring fully", "error", applyErr.Error())
-		return n, errors.Join(applyErr, f.fullRestore(ctx))
+		if err := f.fullRestore(ctx); err != nil {
+			return n, errors.Join(applyErr, err)
+		}
+		return n, nil
 	}
 	store, err := sqlite.OpenReadOnly(ctx, f.opts.Path, f.storeOpts)
 	if err != nil {

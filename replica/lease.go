@@ -155,6 +155,12 @@ func (l *s3Lease) hold(ctx context.Context, margin time.Duration) (bool, error) 
 			if l.lease.TTL() > margin {
 				return false, nil // still ours for long enough; renew next time
 			}
+			if l.lease.TTL() > 0 {
+				// Still ours but too short, and the store did not answer:
+				// nobody else can take it before it expires, and acquiring
+				// anew would refuse our own unexpired lease.
+				return false, fmt.Errorf("%w: renew writer lease: %w", eventlog.ErrUnavailable, err)
+			}
 			// Expired, and the renewal failed otherwise than by a changed
 			// ETag (S3 answers 404 to a conditional PUT on a deleted, that
 			// is released, lease): take it anew below. That counts as an

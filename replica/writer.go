@@ -294,12 +294,7 @@ func (w *Writer) Sync(ctx context.Context) error {
 		cover := w.tickets
 		w.syncing, w.syncDone = true, make(chan struct{})
 		w.smu.Unlock()
-
-		w.mu.Lock()
-		err := w.syncLocked(ctx)
-		w.mu.Unlock()
-		w.syncs.Add(1)
-
+		err := w.leadSync(ctx)
 		w.smu.Lock()
 		if err == nil {
 			w.covered = max(w.covered, cover)
@@ -309,6 +304,26 @@ func (w *Writer) Sync(ctx context.Context) error {
 		w.syncing = false
 		close(w.syncDone)
 	}
+}
+
+// leadSync runs one sync for every caller waiting on it: not bounded by
+// the leading caller's cancellation (a client that hangs up must not fail
+// the others), only by the sync budget. A panic still ends the sync as a
+// failure for the waiters before it goes on.
+func (w *Writer) leadSync(ctx context.Context) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.smu.Lock()
+			w.failedTo, w.failErr, w.syncing = w.tickets, fmt.Errorf("%w: replica sync panicked", eventlog.ErrUnavailable), false
+			close(w.syncDone)
+			w.smu.Unlock()
+			panic(p)
+		}
+	}()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer w.syncs.Add(1)
+	return w.syncLocked(context.WithoutCancel(ctx))
 }
 
 func (w *Writer) syncLocked(ctx context.Context) error {
@@ -369,7 +384,7 @@ func (w *Writer) Maintain(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
 	defer cancel()
 	levels := append(litestream.CompactionLevels{}, litestream.DefaultCompactionLevels[1:]...)
-	levels = append(levels, w.store.SnapshotLevel())
+	levels = append(levels, store.SnapshotLevel())
 	var errs []error
 	for _, lvl := range levels {
 		if err := ctx.Err(); err != nil {
@@ -427,15 +442,20 @@ func (w *Writer) Close(ctx context.Context) error {
 	defer w.mu.Unlock()
 	var errs []error
 	if w.db != nil {
-		if w.guardLocked(ctx) == nil {
-			ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
-			errs = append(errs, w.db.Close(ctx))
+		guard, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+		held := w.guardLocked(guard) == nil
+		cancel()
+		if held {
+			sync, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+			errs = append(errs, w.db.Close(sync))
 			cancel()
 			w.db, w.store = nil, nil
 		} else {
 			w.detachLocked(ctx)
 		}
 	}
-	errs = append(errs, w.lease.release(ctx))
+	release, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+	defer cancel()
+	errs = append(errs, w.lease.release(release))
 	return errors.Join(errs...)
 }
