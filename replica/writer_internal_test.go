@@ -64,7 +64,7 @@ func TestLeaderCancellationDoesNotFailOthers(t *testing.T) {
 		case g.gate <- struct{}{}:
 		case <-time.After(time.Second):
 		}
-		<-left
+		_ = <-left // it may succeed (it led) or report its own cancellation
 		var err error
 		select {
 		case err = <-healthy:
