@@ -109,7 +109,7 @@ func Load(getenv func(string) string) (Config, error) {
 		if c.ReplicaURL == "" {
 			return fail("EVENTCORE_READ_REPLICA_URL", fmt.Errorf("needs EVENTCORE_REPLICA_URL: the read models are replicated only in Litestream mode"))
 		}
-		if strings.TrimRight(redactQuery(c.ReadReplicaURL), "/") == strings.TrimRight(redactQuery(c.ReplicaURL), "/") {
+		if replica.SameReplica(c.ReadReplicaURL, c.ReplicaURL) {
 			return fail("EVENTCORE_READ_REPLICA_URL", fmt.Errorf("must differ from EVENTCORE_REPLICA_URL: each database needs its own replica"))
 		}
 	}
@@ -156,13 +156,6 @@ func Load(getenv func(string) string) (Config, error) {
 		return fail("EVENTCORE_DB", fmt.Errorf("%q is not on an EFS mount (/mnt/...) and no replica is configured: its data would be lost with the instance; set EVENTCORE_ALLOW_EPHEMERAL=true only for tests and demos", c.DB))
 	}
 	return c, nil
-}
-
-func redactQuery(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
-	}
-	return u
 }
 
 func duration(s string) (time.Duration, error) {

@@ -66,13 +66,6 @@ func (f *Follower) Stats() (fullRestores, incremental int64) {
 	return f.fullRestores.Load(), f.applied.Load()
 }
 
-// TXID returns the last transaction the local copy holds.
-func (f *Follower) TXID() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return uint64(f.txid)
-}
-
 // fullRestore replaces the local copy with the replica's newest state;
 // f.mu is held or f is not shared yet.
 func (f *Follower) fullRestore(ctx context.Context) (err error) {
@@ -101,13 +94,9 @@ func (f *Follower) fullRestore(ctx context.Context) (err error) {
 	if top == 0 {
 		return nil
 	}
-	r := litestream.NewReplicaWithClient(nil, f.client)
-	opt := litestream.NewRestoreOptions()
-	opt.OutputPath = f.opts.Path
-	opt.TXID = top // exactly the transaction incremental catch-up continues from
-	opt.IntegrityCheck = litestream.IntegrityCheckQuick
-	if err := r.Restore(ctx, opt); err != nil {
-		return fmt.Errorf("restore %s: %w", f.opts.Path, err)
+	// Exactly top: incremental catch-up continues from it.
+	if err := restore(ctx, f.client, f.opts.Path, top, f.opts.Logger); err != nil {
+		return err
 	}
 	if err := rollbackJournalHeader(f.opts.Path); err != nil {
 		return err

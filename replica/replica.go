@@ -90,34 +90,45 @@ func (o Options) withDefaults() Options {
 // ValidateURL checks that u is a replica URL this package can use, without
 // contacting it: s3://bucket[/path][?endpoint=...] or file:///absolute/path.
 func ValidateURL(u string) error {
+	_, err := clientFromURL(u)
+	return err
+}
+
+// SameReplica reports whether two replica URLs name the same place (their
+// query strings, such as an endpoint, aside).
+func SameReplica(a, b string) bool {
+	return strings.TrimRight(redact(a), "/") == strings.TrimRight(redact(b), "/")
+}
+
+// clientFromURL checks u and builds its Litestream client, not yet
+// initialised.
+func clientFromURL(u string) (litestream.ReplicaClient, error) {
 	parsed, err := url.Parse(u)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL", u)
+		return nil, fmt.Errorf("%q is not a URL", u)
 	}
 	switch parsed.Scheme {
 	case "s3":
 		if parsed.Host == "" {
-			return fmt.Errorf("%q names no bucket (s3://bucket/path)", u)
+			return nil, fmt.Errorf("%q names no bucket (s3://bucket/path)", u)
 		}
 	case "file":
 		if parsed.Host != "" || !filepath.IsAbs(parsed.Path) {
-			return fmt.Errorf("%q is not file:///absolute/path", u)
+			return nil, fmt.Errorf("%q is not file:///absolute/path", u)
 		}
 	default:
-		return fmt.Errorf("%q is not an s3:// or file:// URL", u)
+		return nil, fmt.Errorf("%q is not an s3:// or file:// URL", u)
 	}
-	if _, err := litestream.NewReplicaClientFromURL(u); err != nil {
-		return fmt.Errorf("%q: %w", u, err)
+	client, err := litestream.NewReplicaClientFromURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", u, err)
 	}
-	return nil
+	return client, nil
 }
 
 // newClient builds and initialises the Litestream client of u.
 func newClient(ctx context.Context, u string, logger *slog.Logger) (litestream.ReplicaClient, error) {
-	if err := ValidateURL(u); err != nil {
-		return nil, err
-	}
-	client, err := litestream.NewReplicaClientFromURL(u)
+	client, err := clientFromURL(u)
 	if err != nil {
 		return nil, err
 	}
@@ -136,51 +147,55 @@ func redact(u string) string {
 	return u
 }
 
-// head returns the newest transaction id the replica holds at any level,
-// 0 when it holds nothing.
-func head(ctx context.Context, client litestream.ReplicaClient) (ltx.TXID, error) {
-	var max ltx.TXID
-	for _, level := range []int{0, 1, 2, 3, litestream.SnapshotLevel} {
-		itr, err := client.LTXFiles(ctx, level, 0, false)
-		if err != nil {
-			return 0, err
-		}
-		for itr.Next() {
-			if it := itr.Item(); it.MaxTXID > max {
-				max = it.MaxTXID
-			}
-		}
-		if err := itr.Close(); err != nil {
-			return 0, err
-		}
+// levels are the levels a replica holds files at: Litestream's default
+// compaction levels (which Writer.Maintain uses) and the snapshot level.
+func levels() []int {
+	out := make([]int, 0, len(litestream.DefaultCompactionLevels)+1)
+	for _, lvl := range litestream.DefaultCompactionLevels {
+		out = append(out, lvl.Level)
 	}
-	return max, nil
+	return append(out, litestream.SnapshotLevel)
 }
 
-// headFile returns the replica's file holding its newest transaction and
-// that file's trailer (a few bytes read from its end), or nil when the
-// replica holds nothing.
-func headFile(ctx context.Context, client litestream.ReplicaClient) (*ltx.FileInfo, ltx.Trailer, error) {
+// newestFile returns the replica's file holding its newest transaction,
+// or nil when the replica holds nothing. At equal transaction ids the
+// lowest level wins: level 0 is the file the writer itself made.
+func newestFile(ctx context.Context, client litestream.ReplicaClient) (*ltx.FileInfo, error) {
 	var newest *ltx.FileInfo
-	for _, level := range []int{0, 1, 2, 3, litestream.SnapshotLevel} {
+	for _, level := range levels() {
 		itr, err := client.LTXFiles(ctx, level, 0, false)
 		if err != nil {
-			return nil, ltx.Trailer{}, err
+			return nil, err
 		}
 		for itr.Next() {
-			// At equal transaction ids the lower level wins: level 0 is the
-			// file the writer itself made for that transaction.
 			if it := itr.Item(); newest == nil || it.MaxTXID > newest.MaxTXID {
 				copied := *it
 				newest = &copied
 			}
 		}
 		if err := itr.Close(); err != nil {
-			return nil, ltx.Trailer{}, err
+			return nil, err
 		}
 	}
-	if newest == nil {
-		return nil, ltx.Trailer{}, nil
+	return newest, nil
+}
+
+// head returns the newest transaction id the replica holds at any level,
+// 0 when it holds nothing.
+func head(ctx context.Context, client litestream.ReplicaClient) (ltx.TXID, error) {
+	newest, err := newestFile(ctx, client)
+	if err != nil || newest == nil {
+		return 0, err
+	}
+	return newest.MaxTXID, nil
+}
+
+// headFile returns newestFile and that file's trailer (a few bytes read
+// from its end).
+func headFile(ctx context.Context, client litestream.ReplicaClient) (*ltx.FileInfo, ltx.Trailer, error) {
+	newest, err := newestFile(ctx, client)
+	if err != nil || newest == nil {
+		return nil, ltx.Trailer{}, err
 	}
 	if newest.Size < ltx.HeaderSize+ltx.TrailerSize {
 		return nil, ltx.Trailer{}, fmt.Errorf("ltx file %d-%d: %d bytes is too short", newest.MinTXID, newest.MaxTXID, newest.Size)
@@ -233,29 +248,34 @@ func sameAsLocal(path string, remote *ltx.FileInfo, remoteTrailer ltx.Trailer) b
 	return err == nil && local.FileChecksum == remoteTrailer.FileChecksum
 }
 
-// restore writes the replica's newest state to path, which must not
-// exist. It reports false, writing nothing, when the replica is empty. A
-// replica that cannot be read or does not pass SQLite's quick integrity
-// check is an error: starting empty would silently drop history.
-func restore(ctx context.Context, client litestream.ReplicaClient, path string, logger *slog.Logger) (bool, error) {
+// restore writes the replica's state at transaction top (its newest, as
+// the caller read it) to path, which must not exist. With top 0 (an empty
+// replica) it writes nothing. A replica that cannot be read, holds no
+// snapshot the transactions can be restored from, or does not pass
+// SQLite's quick integrity check is an error: starting empty would
+// silently drop history.
+func restore(ctx context.Context, client litestream.ReplicaClient, path string, top ltx.TXID, logger *slog.Logger) error {
+	if top == 0 {
+		return nil
+	}
 	r := litestream.NewReplicaWithClient(nil, client)
 	opt := litestream.NewRestoreOptions()
 	opt.OutputPath = path
+	opt.TXID = top
 	opt.IntegrityCheck = litestream.IntegrityCheckQuick
 	start := time.Now()
 	if err := r.Restore(ctx, opt); err != nil {
 		if errors.Is(err, litestream.ErrTxNotAvailable) || errors.Is(err, litestream.ErrNoSnapshots) {
-			return false, nil
+			return fmt.Errorf("restore %s: the replica holds transactions up to %d but no snapshot they can be restored from: %w", path, top, err)
 		}
-		return false, fmt.Errorf("restore %s: %w", path, err)
+		return fmt.Errorf("restore %s: %w", path, err)
 	}
-	info, _ := os.Stat(path)
 	var size int64
-	if info != nil {
+	if info, err := os.Stat(path); err == nil {
 		size = info.Size()
 	}
-	logger.Info("restored from replica", "path", path, "bytes", size, "duration", time.Since(start).String())
-	return true, nil
+	logger.Info("restored from replica", "path", path, "txid", uint64(top), "bytes", size, "duration", time.Since(start).String())
+	return nil
 }
 
 // metaPath is where Litestream keeps its local state of path.

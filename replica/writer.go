@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -16,14 +15,14 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
-// LeaseMargin is how much longer than a sync the writer lease must still
+// leaseMargin is how much longer than a sync the writer lease must still
 // last before a write (a quarter of the TTL when that is shorter): the
 // slack for clock skew between instances and an upload still in flight
 // when a sync gives up.
-const LeaseMargin = 2 * time.Second
+const leaseMargin = 2 * time.Second
 
 // LeaseSlack is the margin used with a lease of ttl.
-func LeaseSlack(ttl time.Duration) time.Duration { return min(LeaseMargin, ttl/4) }
+func LeaseSlack(ttl time.Duration) time.Duration { return min(leaseMargin, ttl/4) }
 
 // Writer replicates the SQLite file that this process writes. Its life:
 //
@@ -142,25 +141,10 @@ func (w *Writer) reconcile(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if err := restoreNonEmpty(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
+	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
 	w.synced = top
-	return nil
-}
-
-// restoreNonEmpty restores path from the replica, whose newest
-// transaction is top; a replica that holds transactions but cannot be
-// restored (no chain of files back to a snapshot) is an error, never an
-// empty file.
-func restoreNonEmpty(ctx context.Context, client litestream.ReplicaClient, path string, top ltx.TXID, logger *slog.Logger) error {
-	restored, err := restore(ctx, client, path, logger)
-	if err != nil {
-		return err
-	}
-	if !restored && top > 0 {
-		return fmt.Errorf("restore %s: the replica holds transactions up to %d but no snapshot they can be restored from", path, top)
-	}
 	return nil
 }
 
@@ -353,14 +337,6 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 // when concurrent calls shared them).
 func (w *Writer) SyncCount() int64 { return w.syncs.Load() }
 
-// Synced returns the newest transaction this writer knows to be in the
-// replica.
-func (w *Writer) Synced() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return uint64(w.synced)
-}
-
 // Maintain does Litestream's periodic work: it compacts the replica's
 // small files into larger ones at each level when due (30 s, 5 min, 1 h),
 // writes a snapshot every SnapshotInterval and deletes what Retention no
@@ -416,7 +392,7 @@ func (w *Writer) Reload(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if err := restoreNonEmpty(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
+	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
 	w.synced, w.stale = top, false

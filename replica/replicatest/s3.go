@@ -22,7 +22,6 @@ const Bucket = "eventcore"
 type S3 struct {
 	Endpoint string // http://127.0.0.1:port
 	down     atomic.Bool
-	requests atomic.Int64
 }
 
 // StartS3 starts a server that stops with the test. It sets the AWS
@@ -40,7 +39,6 @@ func StartS3(t testing.TB) *S3 {
 	s := &S3{}
 	api := faker.Server()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
 		if s.down.Load() {
 			http.Error(w, "<Error><Code>ServiceUnavailable</Code><Message>down for a test</Message></Error>", http.StatusServiceUnavailable)
 			return
@@ -92,6 +90,3 @@ func (s *S3) URL(path string) string {
 
 // SetDown makes the server answer 503 to everything (true) or serve again.
 func (s *S3) SetDown(down bool) { s.down.Store(down) }
-
-// Requests counts the requests received so far.
-func (s *S3) Requests() int64 { return s.requests.Load() }
