@@ -63,9 +63,30 @@ type App struct {
 	logWriter  *replica.Writer   // the event log's replica, when this instance writes it
 	follower   *replica.Follower // the event log's replica, when this instance follows it
 	readWriter *replica.Writer   // the read models' replica
-	// reloadLogPending and reloadReadPending are set while a reload has
-	// not completed, so that the next Begin tries again.
-	reloadLogPending, reloadReadPending bool
+	// pending holds the parts whose reload has not completed, so that the
+	// next Begin tries again.
+	pending map[*replica.Writer]bool
+}
+
+// replicatedPart is a database this instance writes through a Writer, and
+// how to close and reopen it around a reload.
+type replicatedPart struct {
+	name   string
+	writer *replica.Writer
+	close  func() error
+	reopen func(context.Context) error
+}
+
+// parts are the replicated databases this instance writes.
+func (a *App) parts() []replicatedPart {
+	var out []replicatedPart
+	if a.logWriter != nil {
+		out = append(out, replicatedPart{"event log", a.logWriter, func() error { return a.Store.Close() }, a.reopenLog})
+	}
+	if a.readWriter != nil {
+		out = append(out, replicatedPart{"read models", a.readWriter, func() error { return a.ReadDB.Close() }, a.reopenReadModels})
+	}
+	return out
 }
 
 // Open opens the instance of the local runner (RoleLocal); see OpenAs.
@@ -268,36 +289,58 @@ func (a *App) Begin(ctx context.Context) {
 			a.Logger.ErrorContext(ctx, "event log catch-up from the replica failed", "error", err.Error())
 		}
 	}
-	if a.logWriter != nil {
-		if stale, err := a.logWriter.Begin(ctx); stale || a.reloadLogPending {
-			if err := a.reloadLog(ctx); err != nil {
-				a.Logger.ErrorContext(ctx, "reloading the event log from the replica failed", "error", err.Error())
-			}
-		} else if err != nil {
-			a.Logger.WarnContext(ctx, "event log writer lease", "error", err.Error())
-		}
-	}
-	if a.readWriter != nil {
-		if stale, err := a.readWriter.Begin(ctx); stale || a.reloadReadPending {
-			if err := a.reloadReadModels(ctx); err != nil {
-				a.Logger.ErrorContext(ctx, "reloading the read models from the replica failed", "error", err.Error())
-			}
-		} else if err != nil {
-			a.Logger.WarnContext(ctx, "read-model writer lease", "error", err.Error())
+	for _, p := range a.staleParts(ctx) {
+		if err := a.reload(ctx, p); err != nil {
+			a.Logger.ErrorContext(ctx, "reloading from the replica failed", "database", p.name, "error", err.Error())
 		}
 	}
 }
 
-// reloadLog replaces the event log with the replica's state. Until it
-// has completed, the handlers answer from a closed store (errors, never
-// stale data) and the next Begin tries again.
-func (a *App) reloadLog(ctx context.Context) error {
-	a.Logger.WarnContext(ctx, "another writer changed the event log's replica; reloading it")
-	a.reloadLogPending = true
-	err := a.Store.Close()
-	if err = errors.Join(err, a.logWriter.Reload(ctx)); err != nil {
+// CheckReplicas renews the writer leases when due and reports whether a
+// replica moved under this instance, in which case the caller calls Begin
+// with no request in flight (Begin reloads). Errors are logged.
+func (a *App) CheckReplicas(ctx context.Context) (reload bool) {
+	return len(a.staleParts(ctx)) > 0
+}
+
+// staleParts renews each writer's lease when due and returns the parts
+// that must reload: their replica moved, or an earlier reload failed.
+func (a *App) staleParts(ctx context.Context) []replicatedPart {
+	var stale []replicatedPart
+	for _, p := range a.parts() {
+		moved, err := p.writer.Begin(ctx)
+		switch {
+		case moved || a.pending[p.writer]:
+			stale = append(stale, p)
+		case err != nil:
+			a.Logger.WarnContext(ctx, "writer lease", "database", p.name, "error", err.Error())
+		}
+	}
+	return stale
+}
+
+// reload replaces p with its replica's state. Until it has completed the
+// handlers answer from a closed database (errors, never stale data) and
+// the next Begin tries again. Nothing local is synced: the local
+// transactions were never acknowledged.
+func (a *App) reload(ctx context.Context, p replicatedPart) error {
+	a.Logger.WarnContext(ctx, "another writer changed the replica; reloading it", "database", p.name)
+	if a.pending == nil {
+		a.pending = map[*replica.Writer]bool{}
+	}
+	a.pending[p.writer] = true
+	if err := errors.Join(p.close(), p.writer.Reload(ctx)); err != nil {
 		return err
 	}
+	if err := p.reopen(ctx); err != nil {
+		return err
+	}
+	delete(a.pending, p.writer)
+	return nil
+}
+
+// reopenLog opens the reloaded log and rebuilds what rests on it.
+func (a *App) reopenLog(ctx context.Context) error {
 	if err := a.openLog(ctx); err != nil {
 		return err
 	}
@@ -315,22 +358,16 @@ func (a *App) reloadLog(ctx context.Context) error {
 			}
 		}
 	}
-	a.reloadLogPending = false
 	return nil
 }
 
-func (a *App) reloadReadModels(ctx context.Context) error {
-	a.Logger.WarnContext(ctx, "another writer changed the read models' replica; reloading it")
-	a.reloadReadPending = true
-	err := a.ReadDB.Close()
-	if err = errors.Join(err, a.readWriter.Reload(ctx)); err != nil {
-		return err
-	}
+// reopenReadModels opens the reloaded read models and rebuilds the
+// handlers over them.
+func (a *App) reopenReadModels(ctx context.Context) error {
 	if err := a.openReadModels(ctx); err != nil {
 		return err
 	}
 	a.build()
-	a.reloadReadPending = false
 	return nil
 }
 
@@ -356,25 +393,6 @@ func (a *App) Maintain(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// CheckReplicas renews the writer leases when due and reports whether a
-// replica moved under this instance, in which case the caller calls Begin
-// with no request in flight (Begin reloads). Errors are logged.
-func (a *App) CheckReplicas(ctx context.Context) (reload bool) {
-	reload = a.reloadLogPending || a.reloadReadPending
-	for _, w := range []*replica.Writer{a.logWriter, a.readWriter} {
-		if w == nil {
-			continue
-		}
-		stale, err := w.Begin(ctx)
-		if stale {
-			reload = true
-		} else if err != nil {
-			a.Logger.WarnContext(ctx, "writer lease", "error", err.Error())
-		}
-	}
-	return reload
 }
 
 // Replicated reports whether the event log has a replica.
