@@ -230,38 +230,12 @@ func TestKillNineLosesNoAcknowledgedCommand(t *testing.T) {
 	}
 	const workers = 6
 	p := launch(t, bin, env)
-	for w := range workers {
-		do(t, "POST", p.url+"/commands/open-account", fmt.Sprintf(`{"account":"acct-%d","owner":"Owner %d"}`, w, w)).want(t, 200, `"attempts":1`)
-		do(t, "POST", p.url+"/commands/deposit", fmt.Sprintf(`{"account":"acct-%d","amount":1000000}`, w)).want(t, 200, `"attempts":1`)
-	}
-
+	seedAccounts(t, p.url, workers)
 	var all []acked
 	for round := range 3 {
-		done := make(chan []acked, 1)
-		go func() { done <- load(t, p.url, round, workers) }()
-		time.Sleep(time.Duration(150+rand.IntN(600)) * time.Millisecond)
-		if err := p.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		<-p.exited
-		got := <-done
-		if len(got) == 0 {
-			t.Fatalf("round %d: no command was acknowledged before the kill", round)
-		}
-		t.Logf("round %d: %d commands acknowledged before SIGKILL", round, len(got))
-		all = append(all, got...)
-
+		all = append(all, killDuringLoad(t, p, round, workers)...)
 		p = launch(t, bin, env)
-		keys := feedKeys(t, p.url)
-		for _, a := range all {
-			pos, ok := keys[a.key]
-			if !ok {
-				t.Fatalf("round %d: acknowledged command %s is not in the log", round, a.key)
-			}
-			if fmt.Sprint(pos) != fmt.Sprint(a.positions) {
-				t.Fatalf("command %s answered positions %v, the log has %v", a.key, a.positions, pos)
-			}
-		}
+		requireAcknowledged(t, p.url, round, all)
 	}
 	// A retry of an acknowledged command answers its first events.
 	for _, a := range all[:min(len(all), 5)] {
@@ -270,16 +244,7 @@ func TestKillNineLosesNoAcknowledgedCommand(t *testing.T) {
 			t.Fatalf("retry of %s answered %s", a.key, resp.body)
 		}
 	}
-	// A clean stop after the crashes.
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the runner did not stop on SIGINT")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGINT: %s", code, p.stderr)
-	}
+	stopCleanly(t, p) // a clean stop after the crashes
 
 	// And directly in the event log file.
 	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "events.db"), sqlite.Options{})
@@ -297,5 +262,65 @@ func TestKillNineLosesNoAcknowledgedCommand(t *testing.T) {
 				t.Fatalf("%s: position %d, answered %d", a.key, r.Position, a.positions[i])
 			}
 		}
+	}
+}
+
+// seedAccounts opens accounts acct-0 ... acct-(workers-1) with money.
+func seedAccounts(t *testing.T, url string, workers int) {
+	t.Helper()
+	for w := range workers {
+		do(t, "POST", url+"/commands/open-account", fmt.Sprintf(`{"account":"acct-%d","owner":"Owner %d"}`, w, w)).want(t, 200, `"attempts":1`)
+		do(t, "POST", url+"/commands/deposit", fmt.Sprintf(`{"account":"acct-%d","amount":1000000}`, w)).want(t, 200, `"attempts":1`)
+	}
+}
+
+// killDuringLoad sends commands from workers clients, kills the runner
+// with SIGKILL at a random moment, and returns the commands it answered
+// 200; at least one must have been.
+func killDuringLoad(t *testing.T, p *process, round, workers int) []acked {
+	t.Helper()
+	done := make(chan []acked, 1)
+	go func() { done <- load(t, p.url, round, workers) }()
+	time.Sleep(time.Duration(150+rand.IntN(600)) * time.Millisecond)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	got := <-done
+	if len(got) == 0 {
+		t.Fatalf("round %d: no command was acknowledged before the kill", round)
+	}
+	t.Logf("round %d: %d commands acknowledged before SIGKILL", round, len(got))
+	return got
+}
+
+// requireAcknowledged checks through GET /events that every acknowledged
+// command is in the log at the positions it answered, and that positions
+// run without a gap.
+func requireAcknowledged(t *testing.T, url string, round int, all []acked) {
+	t.Helper()
+	keys := feedKeys(t, url)
+	for _, a := range all {
+		pos, ok := keys[a.key]
+		if !ok {
+			t.Fatalf("round %d: acknowledged command %s is not in the log", round, a.key)
+		}
+		if fmt.Sprint(pos) != fmt.Sprint(a.positions) {
+			t.Fatalf("command %s answered positions %v, the log has %v", a.key, a.positions, pos)
+		}
+	}
+}
+
+// stopCleanly stops the runner with SIGINT and requires exit code 0.
+func stopCleanly(t *testing.T, p *process) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runner did not stop on SIGINT")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGINT: %s", code, p.stderr)
 	}
 }

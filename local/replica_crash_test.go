@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,9 +43,7 @@ func TestKillNineWithReplica(t *testing.T) {
 			case "s3":
 				s3 := replicatest.StartS3(t)
 				url = s3.URL("crash/events")
-				for k, v := range replicatest.EnvVars() {
-					extra = append(extra, k+"="+v)
-				}
+				extra = replicatest.EnvList()
 				// The killed runner's S3 lease is not released; keep its TTL
 				// short so the successor can take it over after it expires.
 				extra = append(extra, "EVENTCORE_REPLICA_LEASE_TTL=3s", "EVENTCORE_REPLICA_TIMEOUT=1s")
@@ -61,25 +57,10 @@ func TestKillNineWithReplica(t *testing.T) {
 			}, extra...)
 			const workers = 4
 			p := launch(t, bin, env)
-			for w := range workers {
-				do(t, "POST", p.url+"/commands/open-account", fmt.Sprintf(`{"account":"acct-%d","owner":"Owner %d"}`, w, w)).want(t, 200, `"attempts":1`)
-				do(t, "POST", p.url+"/commands/deposit", fmt.Sprintf(`{"account":"acct-%d","amount":1000000}`, w)).want(t, 200, `"attempts":1`)
-			}
+			seedAccounts(t, p.url, workers)
 			var all []acked
 			for round := range 2 {
-				done := make(chan []acked, 1)
-				go func() { done <- load(t, p.url, round, workers) }()
-				time.Sleep(time.Duration(200+rand.IntN(500)) * time.Millisecond)
-				if err := p.cmd.Process.Kill(); err != nil {
-					t.Fatal(err)
-				}
-				<-p.exited
-				got := <-done
-				if len(got) == 0 {
-					t.Fatalf("round %d: no command was acknowledged before the kill", round)
-				}
-				t.Logf("round %d: %d commands acknowledged before SIGKILL", round, len(got))
-				all = append(all, got...)
+				all = append(all, killDuringLoad(t, p, round, workers)...)
 				// The instance is gone with its disk.
 				if err := os.RemoveAll(dir); err != nil {
 					t.Fatal(err)
@@ -88,26 +69,9 @@ func TestKillNineWithReplica(t *testing.T) {
 					time.Sleep(3 * time.Second) // the dead runner's lease expires
 				}
 				p = launch(t, bin, env)
-				keys := feedKeys(t, p.url) // also checks positions run 1, 2, 3, ...
-				for _, a := range all {
-					pos, ok := keys[a.key]
-					if !ok {
-						t.Fatalf("round %d: acknowledged command %s is not in the restored log", round, a.key)
-					}
-					if fmt.Sprint(pos) != fmt.Sprint(a.positions) {
-						t.Fatalf("command %s answered positions %v, the restored log has %v", a.key, a.positions, pos)
-					}
-				}
+				requireAcknowledged(t, p.url, round, all)
 			}
-			_ = p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.exited:
-			case <-time.After(30 * time.Second):
-				t.Fatal("the runner did not stop on SIGINT")
-			}
-			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-				t.Fatalf("exit code %d after SIGINT: %s", code, p.stderr)
-			}
+			stopCleanly(t, p)
 			store, err := sqlite.Open(context.Background(), filepath.Join(dir, "events.db"), sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -182,9 +146,7 @@ func TestFrozenRunnerReloads(t *testing.T) {
 	for k, v := range common {
 		env = append(env, k+"="+v)
 	}
-	for k, v := range replicatest.EnvVars() {
-		env = append(env, k+"="+v)
-	}
+	env = append(env, replicatest.EnvList()...)
 	p := launch(t, bin, env)
 	do(t, "POST", p.url+"/commands/open-account", `{"account":"alice","owner":"Alice"}`).want(t, 200, `"position":1`)
 	do(t, "POST", p.url+"/commands/deposit", `{"account":"alice","amount":10}`).want(t, 200, `"position":2`)

@@ -83,6 +83,15 @@ func EnvVars() map[string]string {
 	}
 }
 
+// EnvList is EnvVars as KEY=value lines, for exec.Cmd.Env.
+func EnvList() []string {
+	var out []string
+	for k, v := range EnvVars() {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
 // URL is the replica URL of path in the bucket, in Litestream's syntax.
 func (s *S3) URL(path string) string {
 	return "s3://" + Bucket + "/" + path + "?endpoint=" + s.Endpoint + "&region=us-east-1&forcePathStyle=true"
