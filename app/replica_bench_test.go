@@ -22,28 +22,8 @@ import (
 // mean latency to the baseline's. The fake S3 answers in microseconds;
 // real S3 adds its own round trips (tens of milliseconds per PUT).
 func BenchmarkReplicaCost(b *testing.B) {
-	s3 := replicatest.StartS3(b)
 	ctx := context.Background()
-	modes := []string{"none", "file", "s3"}
-	apps := map[string]*app.App{}
-	for _, mode := range modes {
-		dir := b.TempDir()
-		env := map[string]string{"EVENTCORE_DB": filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB": filepath.Join(dir, "p.db")}
-		switch mode {
-		case "file":
-			env["EVENTCORE_REPLICA_URL"] = "file://" + filepath.Join(dir, "replica")
-		case "s3":
-			env["EVENTCORE_REPLICA_URL"] = s3.URL("bench/events")
-		}
-		a := openRoleB(b, env)
-		b.Cleanup(func() { _ = a.Close() })
-		for i := range 10 {
-			if status, body, _ := a.Execute.HandleDirect(ctx, handler.CommandRequest{Command: "open-account", Input: fmt.Appendf(nil, `{"account":"a%d","owner":"O"}`, i)}); status != 200 {
-				b.Fatalf("%s: %d %s", mode, status, body)
-			}
-		}
-		apps[mode] = a
-	}
+	modes, apps := replicaModes(b, "bench", 10)
 	lat := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -76,9 +56,32 @@ func BenchmarkReplicaCost(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-func openRoleB(b *testing.B, env map[string]string) *app.App {
+// replicaModes opens one execute-role instance per mode (none, file, s3)
+// with accounts a0 ... a(accounts-1) open in each.
+func replicaModes(b *testing.B, prefix string, accounts int) ([]string, map[string]*app.App) {
 	b.Helper()
-	return openRole(b, app.RoleExecute, env)
+	s3 := replicatest.StartS3(b)
+	modes := []string{"none", "file", "s3"}
+	apps := map[string]*app.App{}
+	for _, mode := range modes {
+		dir := b.TempDir()
+		env := map[string]string{"EVENTCORE_DB": filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB": filepath.Join(dir, "p.db")}
+		switch mode {
+		case "file":
+			env["EVENTCORE_REPLICA_URL"] = "file://" + filepath.Join(dir, "replica")
+		case "s3":
+			env["EVENTCORE_REPLICA_URL"] = s3.URL(prefix + "/events")
+		}
+		a := openRole(b, app.RoleExecute, env)
+		b.Cleanup(func() { _ = a.Close() })
+		for i := range accounts {
+			if status, body, _ := a.Execute.HandleDirect(context.Background(), handler.CommandRequest{Command: "open-account", Input: fmt.Appendf(nil, `{"account":"a%d","owner":"O"}`, i)}); status != 200 {
+				b.Fatalf("%s: %d %s", mode, status, body)
+			}
+		}
+		apps[mode] = a
+	}
+	return modes, apps
 }
 
 // BenchmarkReplicaConcurrent is BenchmarkReplicaCost with 8 callers at
@@ -88,29 +91,9 @@ func openRoleB(b *testing.B, env map[string]string) *app.App {
 // baseline's. Concurrent callers share group commits and, with a replica,
 // share syncs.
 func BenchmarkReplicaConcurrent(b *testing.B) {
-	s3 := replicatest.StartS3(b)
 	ctx := context.Background()
-	modes := []string{"none", "file", "s3"}
-	apps := map[string]*app.App{}
 	const callers, each = 8, 8
-	for _, mode := range modes {
-		dir := b.TempDir()
-		env := map[string]string{"EVENTCORE_DB": filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB": filepath.Join(dir, "p.db")}
-		switch mode {
-		case "file":
-			env["EVENTCORE_REPLICA_URL"] = "file://" + filepath.Join(dir, "replica")
-		case "s3":
-			env["EVENTCORE_REPLICA_URL"] = s3.URL("bench-concurrent/events")
-		}
-		a := openRoleB(b, env)
-		b.Cleanup(func() { _ = a.Close() })
-		for i := range callers {
-			if status, body, _ := a.Execute.HandleDirect(ctx, handler.CommandRequest{Command: "open-account", Input: fmt.Appendf(nil, `{"account":"a%d","owner":"O"}`, i)}); status != 200 {
-				b.Fatalf("%s: %d %s", mode, status, body)
-			}
-		}
-		apps[mode] = a
-	}
+	modes, apps := replicaModes(b, "bench-concurrent", callers)
 	spent := map[string]time.Duration{}
 	commands := 0
 	b.ResetTimer()
