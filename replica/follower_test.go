@@ -50,16 +50,8 @@ func TestFollowerCatchesUpIncrementally(t *testing.T) {
 			if h, err := f.Head(ctx); err != nil || h != 0 {
 				t.Fatalf("empty replica: head %d, %v", h, err)
 			}
-			w, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = w.close(ctx) }()
-			for i := range 10 {
-				if _, err := w.appendOne(ctx, "note-a", i); err != nil {
-					t.Fatal(err)
-				}
-			}
+			w := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
+			w.appendMany(t, ctx, "note-a", 0, 10)
 			if _, err := f.CatchUp(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -70,11 +62,7 @@ func TestFollowerCatchesUpIncrementally(t *testing.T) {
 			}
 			// Each synced append is one level-0 file; the follower applies
 			// exactly those, without restoring again.
-			for i := 10; i < 25; i++ {
-				if _, err := w.appendOne(ctx, "note-b", i); err != nil {
-					t.Fatal(err)
-				}
-			}
+			w.appendMany(t, ctx, "note-b", 10, 25)
 			n, err := f.CatchUp(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -113,26 +101,14 @@ func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "replica")
 	url := "file://" + dir
-	w, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.close(ctx) }()
-	for i := range 5 {
-		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db")})
+	w.appendMany(t, ctx, "note-a", 0, 5)
 	f, err := replica.OpenFollower(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "f.db")}, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	for i := 5; i < 10; i++ {
-		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w.appendMany(t, ctx, "note-a", 5, 10)
 	if err := w.w.Maintain(ctx); err != nil { // compacts level 0 into level 1
 		t.Fatal(err)
 	}
@@ -164,26 +140,14 @@ func TestFollowerRestoresFullyAcrossAGap(t *testing.T) {
 func TestFollowerFailedRestoreFailsReads(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "replica")
-	w, err := openNode(t, ctx, replica.Options{URL: "file://" + dir, Path: filepath.Join(t.TempDir(), "events.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.close(ctx) }()
-	for i := range 5 {
-		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w := mustNode(t, ctx, replica.Options{URL: "file://" + dir, Path: filepath.Join(t.TempDir(), "events.db")})
+	w.appendMany(t, ctx, "note-a", 0, 5)
 	f, err := replica.OpenFollower(ctx, replica.Options{URL: "file://" + dir, Path: filepath.Join(t.TempDir(), "f.db")}, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	for i := 5; i < 7; i++ { // the follower falls behind
-		if _, err := w.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w.appendMany(t, ctx, "note-a", 5, 7)
 	if err := w.w.Maintain(ctx); err != nil { // compacted into the higher levels
 		t.Fatal(err)
 	}

@@ -39,6 +39,48 @@ func openNode(t testing.TB, ctx context.Context, opts replica.Options) (*node, e
 	return &node{w: w, store: store}, nil
 }
 
+// mustNode is openNode for tests that need it to open; the node closes
+// when the test ends (closing it earlier too is fine).
+func mustNode(t testing.TB, ctx context.Context, opts replica.Options) *node {
+	t.Helper()
+	n, err := openNode(t, ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.close(ctx) })
+	return n
+}
+
+// appendMany appends to stream the events from to to-1 (see appendOne).
+func (n *node) appendMany(t testing.TB, ctx context.Context, stream string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if _, err := n.appendOne(ctx, stream, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// reload does what the app does when Begin reports the node stale: close
+// the store, Reload, open the store again and Start.
+func (n *node) reload(t testing.TB, ctx context.Context) {
+	t.Helper()
+	path := n.store.Path()
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.w.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if n.store, err = sqlite.Open(ctx, path, sqlite.Options{NoAutoCheckpoint: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (n *node) close(ctx context.Context) error {
 	return errors.Join(n.store.Close(), n.w.Close(ctx))
 }
@@ -89,11 +131,7 @@ func testRestoresDeletedFile(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 20 {
-		if _, err := n.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n.appendMany(t, ctx, "note-a", 0, 20)
 	if err := n.close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +182,7 @@ func TestWriterReplicaDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if _, err := n.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n.appendMany(t, ctx, "note-a", 0, 3)
 	s3.SetDown(true)
 	start := time.Now()
 	_, err = n.appendOne(ctx, "note-a", 3)
@@ -183,11 +217,9 @@ func TestSecondWriterIsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			url := newURL(t)
-			first, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "a.db")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = replica.OpenWriter(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
+			first := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "a.db")})
+			first.appendMany(t, ctx, "note-a", 0, 1)
+			_, err := replica.OpenWriter(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
 			if !errors.Is(err, eventlog.ErrNotWriter) {
 				t.Fatalf("second writer: %v, want ErrNotWriter", err)
 			}
@@ -195,11 +227,10 @@ func TestSecondWriterIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Released: the next writer gets it, with the first one's data.
-			second, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
-			if err != nil {
-				t.Fatal(err)
+			second := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "b.db")})
+			if h, err := second.store.Head(ctx); err != nil || h != 1 {
+				t.Fatalf("the next writer's log head %d, %v; want the first one's event", h, err)
 			}
-			defer func() { _ = second.close(ctx) }()
 		})
 	}
 }
@@ -216,16 +247,8 @@ func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
 		return replica.Options{URL: url, Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
 	}
 	pathA := filepath.Join(t.TempDir(), "a.db")
-	a, err := openNode(t, ctx, opts(pathA, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = a.close(ctx) }()
-	for i := range 3 {
-		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a := mustNode(t, ctx, opts(pathA, "a"))
+	a.appendMany(t, ctx, "note-a", 0, 3)
 	// While a holds the lease, b cannot start.
 	if _, err := replica.OpenWriter(ctx, opts(filepath.Join(t.TempDir(), "b.db"), "b")); !errors.Is(err, eventlog.ErrNotWriter) {
 		t.Fatalf("b while a holds the lease: %v", err)
@@ -235,11 +258,7 @@ func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 3; i < 5; i++ {
-		if _, err := b.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.appendMany(t, ctx, "note-a", 3, 5)
 	// While b holds the lease, a's writes are refused.
 	if _, err := a.appendOne(ctx, "note-a", 99); !errors.Is(err, eventlog.ErrNotWriter) {
 		t.Fatalf("a while b holds the lease: %v", err)
@@ -252,18 +271,7 @@ func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
 	if !stale {
 		t.Fatalf("Begin after a successor wrote: stale = false (%v)", err)
 	}
-	if err := a.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.w.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if a.store, err = sqlite.Open(ctx, pathA, sqlite.Options{NoAutoCheckpoint: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a.reload(t, ctx)
 	res, err := a.appendOne(ctx, "note-a", 5)
 	if err != nil {
 		t.Fatal(err)
@@ -309,11 +317,7 @@ func TestConcurrentSyncsAreSharedAndLoseNothing(t *testing.T) {
 	if err := n.close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	restored, err := openNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "restored.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = restored.close(ctx) }()
+	restored := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "restored.db")})
 	if head, err := restored.store.Head(ctx); err != nil || head != workers*each {
 		t.Fatalf("restored head %d, %v; want %d", head, err, workers*each)
 	}
@@ -343,11 +347,7 @@ func TestForkAtTheSameTXIDIsRestored(t *testing.T) {
 	if err := os.CopyFS(filepath.Join(dirY, "forked"), os.DirFS(dirX)); err != nil {
 		t.Fatal(err)
 	}
-	n, err := openNode(t, ctx, replica.Options{URL: urlY, Path: filepath.Join(dirY, "forked", "events.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = n.close(ctx) }()
+	n := mustNode(t, ctx, replica.Options{URL: urlY, Path: filepath.Join(dirY, "forked", "events.db")})
 	recs, err := n.store.ReadFeed(ctx, eventlog.FeedQuery{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -371,11 +371,7 @@ func TestStartWithoutLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a.appendMany(t, ctx, "note-a", 0, 3)
 	pathB := filepath.Join(t.TempDir(), "b.db")
 	b, err := openNode(t, ctx, opts(pathB, "b"))
 	if err != nil {
@@ -385,29 +381,14 @@ func TestStartWithoutLease(t *testing.T) {
 	if _, err := b.appendOne(ctx, "note-a", 3); !errors.Is(err, eventlog.ErrNotWriter) {
 		t.Fatalf("successor wrote while the predecessor held the lease: %v", err)
 	}
-	for i := 3; i < 5; i++ { // the predecessor is still alive for a moment
-		if _, err := a.appendOne(ctx, "note-a", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a.appendMany(t, ctx, "note-a", 3, 5)
 	_ = a.store.Close() // then dies without releasing its lease
 	time.Sleep(ttl + 200*time.Millisecond)
 	stale, err := b.w.Begin(ctx)
 	if !stale {
 		t.Fatalf("Begin after the predecessor wrote past the restore: stale = false (%v)", err)
 	}
-	if err := b.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.w.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if b.store, err = sqlite.Open(ctx, pathB, sqlite.Options{NoAutoCheckpoint: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b.reload(t, ctx)
 	res, err := b.appendOne(ctx, "note-a", 5)
 	if err != nil {
 		t.Fatal(err)
@@ -428,11 +409,7 @@ func TestFrozenWriterAfterSuccessorReleased(t *testing.T) {
 	opts := func(path, owner string) replica.Options {
 		return replica.Options{URL: s3.URL("released"), Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
 	}
-	a, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = a.close(ctx) }()
+	a := mustNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
 	if _, err := a.appendOne(ctx, "note-a", 0); err != nil {
 		t.Fatal(err)
 	}
