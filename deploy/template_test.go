@@ -1415,7 +1415,6 @@ func TestReplicaPermissions(t *testing.T) {
 // template that references a resource its conditions leave out, outside
 // the branch of an Fn::If that excludes it.
 func TestReferencesExistInEachMode(t *testing.T) {
-	subVar := regexp.MustCompile(`\$\{([^}!]+)\}`)
 	eachMode(t, func(t *testing.T, p parsed) {
 		resources, _ := asMap(p.raw["Resources"])
 		params, _ := asMap(p.raw["Parameters"])
@@ -1426,36 +1425,13 @@ func TestReferencesExistInEachMode(t *testing.T) {
 			_, q := params[name]
 			return r || q || strings.HasPrefix(name, "AWS::")
 		}
-		var walk func(path string, v any)
-		walk = func(path string, v any) {
-			switch v := v.(type) {
-			case map[string]any:
-				for k, child := range v {
-					walk(path+"."+k, child)
-				}
-			case []any:
-				for i, child := range v {
-					walk(fmt.Sprintf("%s[%d]", path, i), child)
-				}
-			case string:
-				var names []string
-				if n, ok := strings.CutPrefix(v, "ref:"); ok {
-					names = append(names, n)
-				} else if n, ok := strings.CutPrefix(v, "getatt:"); ok {
-					names = append(names, n)
-				} else if s, ok := strings.CutPrefix(v, "sub:"); ok {
-					for _, m := range subVar.FindAllStringSubmatch(s, -1) {
-						names = append(names, m[1])
-					}
-				}
-				for _, n := range names {
-					if !exists(n) {
-						t.Errorf("%s references %s, which StorageMode=%s does not create", path, n, p.mode)
-					}
+		eachString("", p.raw, func(path, v string) {
+			for _, n := range referencedNames(v) {
+				if !exists(n) {
+					t.Errorf("%s references %s, which StorageMode=%s does not create", path, n, p.mode)
 				}
 			}
-		}
-		walk("", p.raw)
+		})
 		for name := range resources {
 			var deps []string
 			switch d := p.resource(name)["DependsOn"].(type) {
@@ -1697,38 +1673,55 @@ func TestVPCParametersRule(t *testing.T) {
 // vpcParameterRefs returns the places of the resolved template raw that
 // reference a VPC parameter, with the placeholder they hold.
 func vpcParameterRefs(raw map[string]any) map[string]string {
-	subVar := regexp.MustCompile(`\$\{([^}!.]+)\}`)
 	refs := map[string]string{}
-	var walk func(path string, v any)
-	walk = func(path string, v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, child := range v {
-				walk(path+"."+k, child)
-			}
-		case []any:
-			for i, child := range v {
-				walk(fmt.Sprintf("%s[%d]", path, i), child)
-			}
-		case string:
-			var names []string
-			if n, ok := strings.CutPrefix(v, "ref:"); ok {
-				n, _, _ = strings.Cut(n, "[")
-				names = append(names, n)
-			} else if s, ok := strings.CutPrefix(v, "sub:"); ok {
-				for _, m := range subVar.FindAllStringSubmatch(s, -1) {
-					names = append(names, m[1])
-				}
-			}
-			for _, n := range names {
-				if _, ok := vpcParameters[n]; ok {
-					refs[path] = v
-				}
+	eachString("", raw, func(path, v string) {
+		for _, n := range referencedNames(v) {
+			n, _, _ = strings.Cut(n, "[")
+			if _, ok := vpcParameters[n]; ok {
+				refs[path] = v
 			}
 		}
-	}
-	walk("", raw)
+	})
 	return refs
+}
+
+// subVar is a variable of an Fn::Sub string.
+var subVar = regexp.MustCompile(`\$\{([^}!]+)\}`)
+
+// referencedNames returns what a resolved placeholder string references:
+// the target of a Ref or Fn::GetAtt, or the variables of an Fn::Sub
+// (names may carry a list index or an attribute after the name).
+func referencedNames(v string) []string {
+	if n, ok := strings.CutPrefix(v, "ref:"); ok {
+		return []string{n}
+	}
+	if n, ok := strings.CutPrefix(v, "getatt:"); ok {
+		return []string{n}
+	}
+	var names []string
+	if sub, ok := strings.CutPrefix(v, "sub:"); ok {
+		for _, m := range subVar.FindAllStringSubmatch(sub, -1) {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+// eachString calls fn with every string under v and its path
+// (.Key.Key[i]...).
+func eachString(path string, v any, fn func(path, s string)) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			eachString(path+"."+k, child, fn)
+		}
+	case []any:
+		for i, child := range v {
+			eachString(fmt.Sprintf("%s[%d]", path, i), child, fn)
+		}
+	case string:
+		fn(path, v)
+	}
 }
 
 // TestVPCParametersUsedOnlyInEFSMode checks where the resolved template
