@@ -126,10 +126,10 @@ func rollbackJournalHeader(path string) error {
 }
 
 // CatchUp applies the transactions the replica received since the last
-// call and reports how many LTX files it applied. When the replica's
-// level-0 files no longer start right after the local copy (compacted
-// away), or the chain of checksums does not continue, it restores fully
-// instead. On an error the local copy is left readable at its previous
+// call and reports how many LTX files it applied, with one listing of the
+// level-0 files after its transaction when nothing is new. When those
+// files no longer start right after the local copy (compacted away), or
+// the chain of checksums does not continue, it restores fully instead. On an error the local copy is left readable at its previous
 // state, or empty until the next CatchUp after a failed restore.
 func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 	f.mu.Lock()
@@ -161,15 +161,10 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("replica %s: %w", redact(f.opts.URL), err)
 	}
 	if len(infos) == 0 {
-		top, err := head(ctx, f.client)
-		if err != nil {
-			return 0, fmt.Errorf("replica %s: %w", redact(f.opts.URL), err)
-		}
-		if top <= f.txid {
-			return 0, nil
-		}
-		// Newer transactions exist only at higher levels.
-		return 1, f.fullRestore(ctx)
+		// Nothing newer anywhere: Litestream writes every transaction as a
+		// level-0 file of its own and its retention never deletes the
+		// newest level-0 file, so a newer transaction would be listed here.
+		return 0, nil
 	}
 	next := f.txid + 1
 	for _, info := range infos {
