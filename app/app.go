@@ -446,6 +446,9 @@ type InvokeFunc func(ctx context.Context, payload json.RawMessage) (any, error)
 
 // maintenanceRequest is the scheduled direct invocation that runs
 // Litestream's periodic work on the execute function.
+// maxSchedulePayload bounds the payloads inspected for maintenanceRequest.
+const maxSchedulePayload = 4 << 10
+
 type maintenanceRequest struct {
 	Maintenance bool   `json:"maintenance"`
 	Source      string `json:"source"` // "aws.events" for an EventBridge schedule
@@ -479,7 +482,12 @@ func StartLambda(name string, role Role, register func(*handler.Registry), pick 
 	invoke := func(ctx context.Context, payload json.RawMessage) (any, error) {
 		a.Begin(ctx)
 		var m maintenanceRequest
-		if a.Replicated() && json.Unmarshal(payload, &m) == nil && m.Maintenance {
+		// Schedules send a few hundred bytes; a command's HTTP event,
+		// which the handler decodes anyway, is not scanned twice.
+		if a.Replicated() && len(payload) <= maxSchedulePayload {
+			_ = json.Unmarshal(payload, &m)
+		}
+		if m.Maintenance {
 			err := a.Maintain(ctx)
 			a.Push(ctx)
 			if err != nil {
@@ -489,7 +497,7 @@ func StartLambda(name string, role Role, register func(*handler.Registry), pick 
 		}
 		out, err := pick(a)(ctx, payload)
 		a.SyncReadModels(ctx)
-		if a.Replicated() && m.Source == "aws.events" {
+		if m.Source == "aws.events" {
 			// A scheduled run (the project function's catch-up) also
 			// compacts the replicas this instance writes.
 			if err := a.Maintain(ctx); err != nil {
