@@ -444,11 +444,11 @@ func (a *App) Close() error {
 // InvokeFunc is a Lambda handler over raw events.
 type InvokeFunc func(ctx context.Context, payload json.RawMessage) (any, error)
 
-// maintenanceRequest is the scheduled direct invocation that runs
-// Litestream's periodic work on the execute function.
 // maxSchedulePayload bounds the payloads inspected for maintenanceRequest.
 const maxSchedulePayload = 4 << 10
 
+// maintenanceRequest is the scheduled direct invocation that runs
+// Litestream's periodic work on the execute function.
 type maintenanceRequest struct {
 	Maintenance bool   `json:"maintenance"`
 	Source      string `json:"source"` // "aws.events" for an EventBridge schedule
