@@ -109,3 +109,22 @@ func TestAppendRefusedWithoutTheLease(t *testing.T) {
 		t.Fatalf("head %d after a refused append", h)
 	}
 }
+
+// unavailableStore is a log whose reads fail as a follower's do while its
+// copy cannot be restored.
+type unavailableStore struct{ eventlog.Store }
+
+func (unavailableStore) ReadFeed(context.Context, eventlog.FeedQuery) ([]eventlog.Record, error) {
+	return nil, fmt.Errorf("%w: the local copy could not be restored", eventlog.ErrUnavailable)
+}
+
+func TestReadsOfAnUnavailableLogAnswer503(t *testing.T) {
+	e := newEnv(t)
+	reg := handler.NewRegistry()
+	bankapi.Register(reg)
+	p := handler.NewProject(reg, unavailableStore{e.app.Store}, e.app.Runner, nil)
+	resp := p.HandleHTTP(context.Background(), httpRequest(http.MethodGet, "/events", "", nil, ""))
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Body, `"replica_unavailable"`) {
+		t.Fatalf("GET /events over an unavailable log: %d %s", resp.StatusCode, resp.Body)
+	}
+}
