@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 )
 
@@ -38,7 +37,7 @@ func OpenReadOnly(ctx context.Context, path string, opts Options) (*Store, error
 	rdb.SetMaxOpenConns(opts.Readers)
 	rdb.SetMaxIdleConns(opts.Readers)
 	rdb.SetConnMaxIdleTime(0)
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	names, err := migrationNames()
 	if err != nil {
 		return nil, errors.Join(err, rdb.Close())
 	}

@@ -468,14 +468,21 @@ func migrateRetrying(ctx context.Context, db *sql.DB, busyTimeout time.Duration)
 	}
 }
 
+// migrationNames are the embedded migrations in order; the schema version
+// of an up-to-date database is their number.
+func migrationNames() ([]string, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	sort.Strings(names)
+	return names, err
+}
+
 // migrate applies the embedded migrations not yet recorded in
 // schema_version, all in one IMMEDIATE transaction.
 func migrate(ctx context.Context, db *sql.DB) error {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	names, err := migrationNames()
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
 	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: _txlock=immediate
 	if err != nil {
 		return err
