@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,25 +23,125 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
-// leaser is the single-writer lease of one replica.
-type leaser interface {
-	// hold makes sure the lease is held for at least margin more,
+// leaseStore is where one replica's single-writer lease lives: a file
+// lock or an S3 object. A lease wraps it so that its methods other than
+// remaining are called by one goroutine at a time.
+type leaseStore interface {
+	// ensure makes sure the lease is held for at least margin more,
 	// acquiring or renewing it as needed. acquired is true when the lease
 	// had to be taken anew (someone else may have written in between).
 	// Errors wrap eventlog.ErrNotWriter when another process holds it, or
 	// eventlog.ErrUnavailable when the lease store cannot be reached.
-	hold(ctx context.Context, margin time.Duration) (acquired bool, err error)
+	ensure(ctx context.Context, margin time.Duration) (acquired bool, err error)
+	// remaining is how long the lease is known to last without a call to
+	// the store (0 when not held), and renewDue whether it should be
+	// renewed now although it still lasts. Both are safe for concurrent
+	// use, also with ensure.
+	remaining() time.Duration
+	renewDue() bool
 	// release gives the lease up, if held.
 	release(ctx context.Context) error
 }
 
-func newLeaser(ctx context.Context, client litestream.ReplicaClient, opts Options) (leaser, error) {
+// lease is the single-writer lease of one replica, shared by every caller
+// of a Writer. Checking it costs no I/O while it lasts long enough; one
+// caller at a time renews or acquires it, and callers for which the lease
+// still lasts long enough do not wait for that.
+type lease struct {
+	store leaseStore
+
+	mu sync.Mutex
+	// checked is false from an acquisition until its check has passed:
+	// until then no caller is told that the lease is held.
+	checked bool
+	attempt *leaseAttempt // the renewal or acquisition running, or nil
+}
+
+// leaseAttempt is one renewal or acquisition; done is closed when it ends,
+// with err its outcome (including the acquisition's check).
+type leaseAttempt struct {
+	done chan struct{}
+	err  error
+}
+
+// hold returns nil when this process holds the lease for at least margin
+// more. When the lease had to be taken anew, checkAcquired runs before any
+// caller is told so, and its error is the answer of every caller that
+// waited for that acquisition; a failed check is run again by the next
+// hold. A renewal that is due while the lease still lasts more than
+// margin runs in the caller that found it due; the others go on. Errors:
+// those of leaseStore.ensure, checkAcquired's, or ctx's (wrapping
+// eventlog.ErrUnavailable) for a caller that gave up waiting.
+func (l *lease) hold(ctx context.Context, margin time.Duration, checkAcquired func(context.Context) error) error {
+	l.mu.Lock()
+	var waited *leaseAttempt
+	for {
+		if l.checked && l.store.remaining() > margin && (l.attempt != nil || !l.store.renewDue()) {
+			l.mu.Unlock()
+			return nil
+		}
+		if waited != nil && waited.err != nil {
+			l.mu.Unlock()
+			return waited.err
+		}
+		if l.attempt == nil {
+			break
+		}
+		waited = l.attempt
+		l.mu.Unlock()
+		select {
+		case <-waited.done:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for the writer lease: %w", eventlog.ErrUnavailable, ctx.Err())
+		}
+		l.mu.Lock()
+	}
+	a := &leaseAttempt{done: make(chan struct{})}
+	l.attempt = a
+	checked := l.checked
+	l.mu.Unlock()
+
+	acquired, err := l.store.ensure(ctx, margin)
+	if acquired {
+		checked = false
+	}
+	if err == nil && !checked {
+		err = checkAcquired(ctx)
+		checked = err == nil
+	}
+
+	l.mu.Lock()
+	l.checked, a.err, l.attempt = checked, err, nil
+	close(a.done)
+	l.mu.Unlock()
+	return err
+}
+
+// release gives the lease up, after any renewal or acquisition running.
+func (l *lease) release(ctx context.Context) error {
+	l.mu.Lock()
+	for l.attempt != nil {
+		a := l.attempt
+		l.mu.Unlock()
+		select {
+		case <-a.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		l.mu.Lock()
+	}
+	defer l.mu.Unlock()
+	l.checked = false
+	return l.store.release(ctx)
+}
+
+func newLeaser(ctx context.Context, client litestream.ReplicaClient, opts Options) (*lease, error) {
 	switch c := client.(type) {
 	case *lsfile.ReplicaClient:
 		if err := os.MkdirAll(c.Path(), 0o755); err != nil {
 			return nil, fmt.Errorf("replica %s: %w", c.Path(), err)
 		}
-		return &fileLease{path: filepath.Join(c.Path(), "writer.lock")}, nil
+		return &lease{store: &fileLease{path: filepath.Join(c.Path(), "writer.lock")}}, nil
 	case *lss3.ReplicaClient:
 		api, err := leaseClient(ctx, c)
 		if err != nil {
@@ -52,7 +154,7 @@ func newLeaser(ctx context.Context, client litestream.ReplicaClient, opts Option
 			l.Owner = opts.Owner
 		}
 		l.SetLogger(opts.Logger)
-		return &s3Lease{leaser: l, ttl: opts.LeaseTTL}, nil
+		return &lease{store: &s3Lease{leaser: l, ttl: opts.LeaseTTL}}, nil
 	}
 	return nil, fmt.Errorf("replica: no writer lease for %s replicas", client.Type())
 }
@@ -85,17 +187,14 @@ func leaseClient(ctx context.Context, c *lss3.ReplicaClient) (*s3.Client, error)
 
 // fileLease is an exclusive flock(2) on a file in the replica directory:
 // the kernel releases it when the process dies, so it never outlives its
-// holder.
+// holder, and it needs no renewal.
 type fileLease struct {
 	path string
-	mu   sync.Mutex
-	f    *os.File
+	held atomic.Pointer[os.File]
 }
 
-func (l *fileLease) hold(context.Context, time.Duration) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f != nil {
+func (l *fileLease) ensure(context.Context, time.Duration) (bool, error) {
+	if l.held.Load() != nil {
 		return false, nil
 	}
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
@@ -109,53 +208,65 @@ func (l *fileLease) hold(context.Context, time.Duration) (bool, error) {
 		}
 		return false, fmt.Errorf("%w: writer lock %s: %w", eventlog.ErrUnavailable, l.path, err)
 	}
-	l.f = f
+	l.held.Store(f)
 	return true, nil
 }
 
-func (l *fileLease) release(context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return nil
+func (l *fileLease) remaining() time.Duration {
+	if l.held.Load() == nil {
+		return 0
 	}
-	err := l.f.Close() // closing the descriptor drops the lock
-	l.f = nil
-	return err
+	return math.MaxInt64
+}
+
+func (l *fileLease) renewDue() bool { return false }
+
+func (l *fileLease) release(context.Context) error {
+	if f := l.held.Swap(nil); f != nil {
+		return f.Close() // closing the descriptor drops the lock
+	}
+	return nil
 }
 
 // s3Lease is Litestream's S3 lease: an object written with conditional
 // puts, valid until its expiry. Nothing renews it in the background (a
-// Lambda instance is frozen between invocations): hold renews it when less
-// than half its TTL is left, and a holder that was frozen past the expiry
-// renews it only if nobody took it meanwhile (the object's ETag is
-// unchanged), otherwise it has lost it.
+// Lambda instance is frozen between invocations): it is due for renewal
+// when less than half its TTL is left, and a holder that was frozen past
+// the expiry renews it only if nobody took it meanwhile (the object's ETag
+// is unchanged), otherwise it has lost it.
 type s3Lease struct {
 	leaser *lss3.Leaser
 	ttl    time.Duration
-	mu     sync.Mutex
-	lease  *litestream.Lease
+	held   atomic.Pointer[litestream.Lease]
 }
 
-func (l *s3Lease) hold(ctx context.Context, margin time.Duration) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lease != nil && l.lease.TTL() > l.ttl/2 && l.lease.TTL() > margin {
+func (l *s3Lease) remaining() time.Duration {
+	if cur := l.held.Load(); cur != nil {
+		return max(cur.TTL(), 0)
+	}
+	return 0
+}
+
+func (l *s3Lease) renewDue() bool { return l.remaining() <= l.ttl/2 }
+
+func (l *s3Lease) ensure(ctx context.Context, margin time.Duration) (bool, error) {
+	cur := l.held.Load()
+	if cur != nil && cur.TTL() > l.ttl/2 && cur.TTL() > margin {
 		return false, nil
 	}
-	if l.lease != nil {
-		renewed, err := l.leaser.RenewLease(ctx, l.lease)
+	if cur != nil {
+		renewed, err := l.leaser.RenewLease(ctx, cur)
 		switch {
 		case err == nil:
-			l.lease = renewed
-			return false, l.check(margin)
+			l.held.Store(renewed)
+			return false, l.check(renewed, margin)
 		case errors.Is(err, litestream.ErrLeaseNotHeld):
-			l.lease = nil // taken by someone else since: try to acquire anew
+			l.held.Store(nil) // taken by someone else since: try to acquire anew
 		default:
-			if l.lease.TTL() > margin {
+			if cur.TTL() > margin {
 				return false, nil // still ours for long enough; renew next time
 			}
-			if l.lease.TTL() > 0 {
+			if cur.TTL() > 0 {
 				// Still ours but too short, and the store did not answer:
 				// nobody else can take it before it expires, and acquiring
 				// anew would refuse our own unexpired lease.
@@ -165,36 +276,34 @@ func (l *s3Lease) hold(ctx context.Context, margin time.Duration) (bool, error) 
 			// ETag (S3 answers 404 to a conditional PUT on a deleted, that
 			// is released, lease): take it anew below. That counts as an
 			// acquisition, so the caller re-checks the replica's head.
-			l.lease = nil
+			l.held.Store(nil)
 		}
 	}
-	lease, err := l.leaser.AcquireLease(ctx)
+	acquired, err := l.leaser.AcquireLease(ctx)
 	if err != nil {
-		var held *litestream.LeaseExistsError
-		if errors.As(err, &held) {
-			return false, fmt.Errorf("%w: %w", eventlog.ErrNotWriter, held)
+		var taken *litestream.LeaseExistsError
+		if errors.As(err, &taken) {
+			return false, fmt.Errorf("%w: %w", eventlog.ErrNotWriter, taken)
 		}
 		return false, fmt.Errorf("%w: acquire writer lease: %w", eventlog.ErrUnavailable, err)
 	}
-	l.lease = lease
-	return true, l.check(margin)
+	l.held.Store(acquired)
+	return true, l.check(acquired, margin)
 }
 
-func (l *s3Lease) check(margin time.Duration) error {
-	if l.lease.TTL() <= margin {
+func (l *s3Lease) check(held *litestream.Lease, margin time.Duration) error {
+	if held.TTL() <= margin {
 		return fmt.Errorf("%w: the writer lease (TTL %s) is shorter than a sync", eventlog.ErrNotWriter, l.ttl)
 	}
 	return nil
 }
 
 func (l *s3Lease) release(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lease == nil {
+	cur := l.held.Swap(nil)
+	if cur == nil {
 		return nil
 	}
-	err := l.leaser.ReleaseLease(ctx, l.lease)
-	l.lease = nil
+	err := l.leaser.ReleaseLease(ctx, cur)
 	if errors.Is(err, lss3.ErrLeaseAlreadyReleased) || errors.Is(err, litestream.ErrLeaseNotHeld) {
 		return nil
 	}

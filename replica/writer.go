@@ -42,11 +42,17 @@ func LeaseSlack(ttl time.Duration) time.Duration { return min(leaseMargin, ttl/4
 // (sqlite.Options.NoAutoCheckpoint): Litestream checkpoints during Sync,
 // after it has copied the frames.
 //
-// Methods are safe for concurrent use; Sync calls are serialised.
+// Methods are safe for concurrent use. Guard and Begin cost no I/O while
+// the lease lasts, and never wait for a sync in flight: a commit made
+// while a sync uploads is covered by the next sync. Syncs run one at a
+// time, because Litestream uploads the level-0 files of a replica in
+// transaction order and a reader (a restore, a Follower) needs them
+// contiguous: a later file visible before an earlier one would look like
+// a gap.
 type Writer struct {
 	opts   Options
 	client litestream.ReplicaClient
-	lease  leaser
+	lease  *lease
 
 	// Sync calls share syncs: each takes a ticket; a sync started after a
 	// ticket was issued covers it. One caller at a time leads a sync for
@@ -60,14 +66,18 @@ type Writer struct {
 	syncDone chan struct{} // closed when the running sync ends
 	syncs    atomic.Int64  // syncs run
 
-	mu     sync.Mutex
-	db     *litestream.DB
-	store  *litestream.Store
-	synced ltx.TXID // the replica's head as this writer last saw or made it
-	stale  bool     // another writer moved the replica since synced
+	// opMu serialises the work on Litestream's handles: a sync, Start,
+	// Reload, Close and Maintain's sync. Appends never take it.
+	opMu  sync.Mutex
+	db    *litestream.DB    // set and read under opMu
+	store *litestream.Store // likewise
 	// pendingFull is true from Start until a sync succeeds: the first sync
 	// after a restore uploads a whole snapshot, so it gets a longer budget.
+	// Under opMu.
 	pendingFull bool
+
+	synced atomic.Uint64 // the replica's head (a TXID) as this writer last saw or made it
+	stale  atomic.Bool   // another writer moved the replica since synced
 }
 
 // OpenWriter connects to the replica at opts.URL, takes the writer lease
@@ -91,7 +101,8 @@ func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{opts: opts, client: client, lease: lease}
-	if _, err := lease.hold(ctx, opts.SyncTimeout); err != nil {
+	// Nothing to compare yet: reconcile makes the file the replica's head.
+	if err := lease.hold(ctx, opts.SyncTimeout, func(context.Context) error { return nil }); err != nil {
 		if !opts.StartWithoutLease || !errors.Is(err, eventlog.ErrNotWriter) {
 			return nil, err
 		}
@@ -124,10 +135,10 @@ func (w *Writer) reconcile(ctx context.Context) error {
 		case top == 0:
 			// A new (or emptied) replica: the local file becomes its first
 			// state; Litestream's local bookkeeping of another replica goes.
-			w.synced = 0
+			w.synced.Store(0)
 			return os.RemoveAll(metaPath(w.opts.Path))
 		case sameAsLocal(w.opts.Path, newest, trailer):
-			w.synced = top
+			w.synced.Store(uint64(top))
 			return nil
 		}
 		// Behind, ahead (transactions never acknowledged), at the same
@@ -144,7 +155,7 @@ func (w *Writer) reconcile(ctx context.Context) error {
 	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
-	w.synced = top
+	w.synced.Store(uint64(top))
 	return nil
 }
 
@@ -152,8 +163,8 @@ func (w *Writer) reconcile(ctx context.Context) error {
 // it to the replica. It is called once after OpenWriter and after each
 // Reload.
 func (w *Writer) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
 	if w.db != nil {
 		return errors.New("replica: writer already started")
 	}
@@ -187,42 +198,42 @@ func (w *Writer) Start(ctx context.Context) error {
 }
 
 // Guard checks, before a write, that this process holds the writer lease
-// for longer than a sync can take, renewing it when due. Errors wrap
+// for longer than a sync can take, renewing it when due. It costs no I/O
+// while the lease lasts, and never waits for a sync. Errors wrap
 // eventlog.ErrNotWriter (the lease is another's, or the replica moved and
 // the caller must Reload) or eventlog.ErrUnavailable (the lease store
 // cannot be reached).
 func (w *Writer) Guard(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
 	defer cancel()
-	return w.guardLocked(ctx)
-}
-
-func (w *Writer) guardLocked(ctx context.Context) error {
 	return w.guardFor(ctx, w.opts.SyncTimeout)
 }
 
-// guardFor is guardLocked for work that may take up to d.
+// errStale is the answer to a writer whose replica another writer moved.
+var errStale = fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
+
+// guardFor is Guard for work that may take up to d.
 func (w *Writer) guardFor(ctx context.Context, d time.Duration) error {
-	if w.stale {
-		return fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
+	if w.stale.Load() {
+		return errStale
 	}
-	acquired, err := w.lease.hold(ctx, d+LeaseSlack(w.opts.LeaseTTL))
+	return w.lease.hold(ctx, d+LeaseSlack(w.opts.LeaseTTL), w.checkHead)
+}
+
+// checkHead runs when the lease was taken anew: the replica must still be
+// at the transaction this writer last synced, else another writer wrote
+// meanwhile and this one is stale until it reloads. No sync can be in
+// flight then: each sync is guarded by a lease that outlasts it.
+func (w *Writer) checkHead(ctx context.Context) error {
+	top, err := head(ctx, w.client)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: replica: %w", eventlog.ErrUnavailable, err)
 	}
-	if acquired {
-		top, err := head(ctx, w.client)
-		if err != nil {
-			return fmt.Errorf("%w: replica: %w", eventlog.ErrUnavailable, err)
-		}
-		if top != w.synced {
-			w.stale = true
-			w.opts.Logger.Warn("the replica moved while this instance did not hold the lease",
-				"synced_txid", uint64(w.synced), "replica_txid", uint64(top))
-			return fmt.Errorf("%w: another writer changed the replica; this instance must reload", eventlog.ErrNotWriter)
-		}
+	if synced := w.synced.Load(); uint64(top) != synced {
+		w.stale.Store(true)
+		w.opts.Logger.Warn("the replica moved while this instance did not hold the lease",
+			"synced_txid", synced, "replica_txid", uint64(top))
+		return errStale
 	}
 	return nil
 }
@@ -230,14 +241,11 @@ func (w *Writer) guardFor(ctx context.Context, d time.Duration) error {
 // Begin is called at the start of an invocation, before any write: it
 // takes or renews the lease and reports stale = true when another writer
 // changed the replica since this one last synced, in which case the caller
-// must close the file, call Reload and open it again before writing.
+// must close the file, call Reload and open it again before writing. Like
+// Guard, it costs no I/O while the lease lasts.
 func (w *Writer) Begin(ctx context.Context) (stale bool, err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
-	defer cancel()
-	err = w.guardLocked(ctx)
-	return w.stale, err
+	err = w.Guard(ctx)
+	return w.stale.Load(), err
 }
 
 // Sync makes every transaction committed to the file so far durable in
@@ -304,12 +312,13 @@ func (w *Writer) leadSync(ctx context.Context) (err error) {
 			panic(p)
 		}
 	}()
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
 	defer w.syncs.Add(1)
 	return w.syncLocked(context.WithoutCancel(ctx))
 }
 
+// syncLocked runs one sync; opMu is held.
 func (w *Writer) syncLocked(ctx context.Context) error {
 	if w.db == nil {
 		return errors.New("replica: writer not started")
@@ -329,7 +338,8 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 	if err := w.db.SyncAndWait(ctx); err != nil {
 		return fmt.Errorf("%w: replica %s: %w", eventlog.ErrUnavailable, redact(w.opts.URL), err)
 	}
-	w.synced, w.pendingFull = w.db.Replica.Pos().TXID, false
+	w.synced.Store(uint64(w.db.Replica.Pos().TXID))
+	w.pendingFull = false
 	return nil
 }
 
@@ -345,7 +355,7 @@ func (w *Writer) SyncCount() int64 { return w.syncs.Load() }
 // is due. Syncs may run beside it (it does not hold them up while it
 // uploads); Reload and Close must not.
 func (w *Writer) Maintain(ctx context.Context) error {
-	w.mu.Lock()
+	w.opMu.Lock()
 	err := w.syncLocked(ctx)
 	if err == nil {
 		// The compaction and snapshot uploads below must end well within
@@ -353,7 +363,7 @@ func (w *Writer) Maintain(ctx context.Context) error {
 		err = w.guardFor(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
 	}
 	db, store := w.db, w.store
-	w.mu.Unlock()
+	w.opMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -382,8 +392,8 @@ func (w *Writer) Maintain(ctx context.Context) error {
 // file and calls Start once it has opened it again. Nothing local is
 // synced: the local transactions were never acknowledged.
 func (w *Writer) Reload(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
 	w.detachLocked(ctx)
 	top, err := head(ctx, w.client)
 	if err != nil {
@@ -395,11 +405,12 @@ func (w *Writer) Reload(ctx context.Context) error {
 	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
 		return err
 	}
-	w.synced, w.stale = top, false
+	w.synced.Store(uint64(top))
+	w.stale.Store(false)
 	return nil
 }
 
-// detachLocked closes Litestream's handles without syncing.
+// detachLocked closes Litestream's handles without syncing; opMu is held.
 func (w *Writer) detachLocked(ctx context.Context) {
 	if w.db == nil {
 		return
@@ -414,12 +425,12 @@ func (w *Writer) detachLocked(ctx context.Context) {
 // Close syncs what is left, if the lease is still this process's and the
 // replica has not moved, then releases Litestream and the lease.
 func (w *Writer) Close(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
 	var errs []error
 	if w.db != nil {
 		guard, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
-		held := w.guardLocked(guard) == nil
+		held := w.guardFor(guard, w.opts.SyncTimeout) == nil
 		cancel()
 		if held {
 			sync, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)

@@ -13,7 +13,7 @@ import (
 // that a test can keep a sync running.
 type gateLease struct{ gate chan struct{} }
 
-func (g *gateLease) hold(ctx context.Context, _ time.Duration) (bool, error) {
+func (g *gateLease) ensure(ctx context.Context, _ time.Duration) (bool, error) {
 	select {
 	case <-g.gate:
 		return false, nil
@@ -22,6 +22,8 @@ func (g *gateLease) hold(ctx context.Context, _ time.Duration) (bool, error) {
 	}
 }
 
+func (g *gateLease) remaining() time.Duration      { return 0 }
+func (g *gateLease) renewDue() bool                { return true }
 func (g *gateLease) release(context.Context) error { return nil }
 
 // A caller that gives up (its client hung up) while it leads a shared
@@ -43,7 +45,7 @@ func TestLeaderCancellationDoesNotFailOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &gateLease{gate: make(chan struct{})}
-	w.lease = g
+	w.lease = &lease{store: g}
 	for round := range 5 {
 		first := make(chan error, 1)
 		go func() { first <- w.Sync(ctx) }()
