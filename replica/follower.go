@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,14 +24,19 @@ import (
 // then, at each CatchUp, only the transactions written since.
 //
 // It implements eventlog.Store for reading; Append fails with
-// sqlite.ErrReadOnly. Reads may run concurrently with each other; CatchUp
-// waits for reads in progress and holds new ones back while it changes the
-// file. Before the replica holds anything, the log reads as empty.
+// sqlite.ErrReadOnly. Reads may run concurrently with each other and with
+// the part of CatchUp that asks the replica what is new and downloads it;
+// only while it changes the file does CatchUp wait for reads in progress
+// and hold new ones back. One CatchUp runs at a time. Before the replica
+// holds anything, the log reads as empty.
 type Follower struct {
 	opts      Options
 	storeOpts sqlite.Options
 	client    litestream.ReplicaClient
 
+	// catchMu serialises CatchUp; txid and checksum change only under
+	// both it and mu.
+	catchMu  sync.Mutex
 	mu       sync.RWMutex
 	store    *sqlite.Store // nil while the replica is empty
 	txid     ltx.TXID      // last transaction applied
@@ -132,12 +138,17 @@ func rollbackJournalHeader(path string) error {
 // the chain of checksums does not continue, it restores fully instead. On an error the local copy is left readable at its previous
 // state, or empty until the next CatchUp after a failed restore.
 func (f *Follower) CatchUp(ctx context.Context) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	f.catchMu.Lock()
+	defer f.catchMu.Unlock()
+	f.mu.RLock()
+	closed, txid := f.closed, f.txid
+	f.mu.RUnlock()
+	if closed {
 		return 0, eventlog.ErrClosed
 	}
-	if f.txid == 0 {
+	if txid == 0 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if err := f.fullRestore(ctx); err != nil {
 			return 0, err
 		}
@@ -146,13 +157,13 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		}
 		return 1, nil
 	}
-	itr, err := f.client.LTXFiles(ctx, 0, f.txid+1, false)
+	itr, err := f.client.LTXFiles(ctx, 0, txid+1, false)
 	if err != nil {
 		return 0, fmt.Errorf("replica %s: %w", redact(f.opts.URL), err)
 	}
 	var infos []*ltx.FileInfo
 	for itr.Next() {
-		if it := itr.Item(); it.MaxTXID > f.txid {
+		if it := itr.Item(); it.MaxTXID > txid {
 			copied := *it
 			infos = append(infos, &copied)
 		}
@@ -166,12 +177,23 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		// newest level-0 file, so a newer transaction would be listed here.
 		return 0, nil
 	}
-	next := f.txid + 1
+	next, gap := txid+1, false
 	for _, info := range infos {
-		if info.MinTXID != next { // a gap: those files were compacted away
-			return 1, f.fullRestore(ctx)
-		}
+		gap = gap || info.MinTXID != next // those files were compacted away
 		next = info.MaxTXID + 1
+	}
+	var files [][]byte
+	if !gap {
+		// Downloaded before the reads are held back.
+		files = f.download(ctx, infos)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return 0, eventlog.ErrClosed
+	}
+	if gap {
+		return 1, f.fullRestore(ctx)
 	}
 	if f.store != nil {
 		if err := f.store.Close(); err != nil {
@@ -179,7 +201,7 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 		}
 		f.store = nil
 	}
-	n, applyErr := f.apply(ctx, infos)
+	n, applyErr := f.apply(ctx, infos, files)
 	if applyErr != nil {
 		f.opts.Logger.Warn("incremental catch-up failed; restoring fully", "error", applyErr.Error())
 		if err := f.fullRestore(ctx); err != nil {
@@ -195,15 +217,54 @@ func (f *Follower) CatchUp(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// apply writes the pages of each file into the local copy, in order.
-func (f *Follower) apply(ctx context.Context, infos []*ltx.FileInfo) (int, error) {
+// maxPrefetch bounds what CatchUp downloads before it holds the reads
+// back; larger catch-ups stream the files while holding them.
+const maxPrefetch = 16 << 20
+
+// download reads the files of infos into memory, or returns nil when they
+// are larger than maxPrefetch in all or one cannot be read (apply then
+// reads them from the replica itself, and reports the error).
+func (f *Follower) download(ctx context.Context, infos []*ltx.FileInfo) [][]byte {
+	var total int64
+	for _, info := range infos {
+		total += info.Size
+	}
+	if total > maxPrefetch {
+		return nil
+	}
+	files := make([][]byte, len(infos))
+	for i, info := range infos {
+		rc, err := f.client.OpenLTXFile(ctx, info.Level, info.MinTXID, info.MaxTXID, 0, 0)
+		if err != nil {
+			return nil
+		}
+		files[i], err = io.ReadAll(io.LimitReader(rc, maxPrefetch+1))
+		_ = rc.Close()
+		if err != nil || len(files[i]) > maxPrefetch {
+			return nil
+		}
+	}
+	return files
+}
+
+// apply writes the pages of each file into the local copy, in order:
+// from files (downloaded beforehand) when not nil, else from the replica.
+func (f *Follower) apply(ctx context.Context, infos []*ltx.FileInfo, files [][]byte) (int, error) {
 	file, err := os.OpenFile(f.opts.Path, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = file.Close() }()
 	for i, info := range infos {
-		if err := f.applyOne(ctx, file, info); err != nil {
+		var src io.ReadCloser
+		if files != nil {
+			src = io.NopCloser(bytes.NewReader(files[i]))
+		} else if src, err = f.client.OpenLTXFile(ctx, info.Level, info.MinTXID, info.MaxTXID, 0, 0); err != nil {
+			return i, fmt.Errorf("open ltx %d-%d: %w", info.MinTXID, info.MaxTXID, err)
+		}
+		err := f.applyOne(file, src, info)
+		_ = src.Close()
+		if err != nil {
 			return i, fmt.Errorf("apply ltx %d-%d: %w", info.MinTXID, info.MaxTXID, err)
 		}
 		f.applied.Add(1)
@@ -211,13 +272,8 @@ func (f *Follower) apply(ctx context.Context, infos []*ltx.FileInfo) (int, error
 	return len(infos), file.Sync()
 }
 
-func (f *Follower) applyOne(ctx context.Context, file *os.File, info *ltx.FileInfo) error {
-	rc, err := f.client.OpenLTXFile(ctx, info.Level, info.MinTXID, info.MaxTXID, 0, 0)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = rc.Close() }()
-	dec := ltx.NewDecoder(rc)
+func (f *Follower) applyOne(file *os.File, src io.Reader, info *ltx.FileInfo) error {
+	dec := ltx.NewDecoder(src)
 	if err := dec.DecodeHeader(); err != nil {
 		return err
 	}
