@@ -13,6 +13,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/internal/turns"
 )
 
 // leaseMargin is how much longer than a sync the writer lease must still
@@ -54,17 +55,9 @@ type Writer struct {
 	client litestream.ReplicaClient
 	lease  *lease
 
-	// Sync calls share syncs: each takes a ticket; a sync started after a
-	// ticket was issued covers it. One caller at a time leads a sync for
-	// every ticket issued before it began; the others wait for it.
-	smu      sync.Mutex
-	tickets  uint64        // tickets issued
-	covered  uint64        // highest ticket covered by a successful sync
-	failedTo uint64        // highest ticket covered by the last failed sync
-	failErr  error         // that sync's error
-	syncing  bool          // a sync is running
-	syncDone chan struct{} // closed when the running sync ends
-	syncs    atomic.Int64  // syncs run
+	// syncs shares syncs among Sync's callers: a sync started after a
+	// commit covers it.
+	syncs turns.Group
 
 	// opMu serialises the work on Litestream's handles: a sync, Start,
 	// Reload, Close and Maintain's sync. Appends never take it.
@@ -260,62 +253,20 @@ func (w *Writer) Begin(ctx context.Context) (stale bool, err error) {
 // cost about two syncs, not N. A call whose transactions were covered by
 // a sync that failed returns that sync's error.
 func (w *Writer) Sync(ctx context.Context) error {
-	w.smu.Lock()
-	w.tickets++
-	ticket := w.tickets
-	for {
-		switch {
-		case w.covered >= ticket:
-			w.smu.Unlock()
-			return nil
-		case w.failedTo >= ticket:
-			err := w.failErr
-			w.smu.Unlock()
-			return err
-		case w.syncing:
-			done := w.syncDone
-			w.smu.Unlock()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				return fmt.Errorf("%w: waiting for the replica sync: %w", eventlog.ErrUnavailable, ctx.Err())
-			}
-			w.smu.Lock()
-			continue
-		}
-		cover := w.tickets
-		w.syncing, w.syncDone = true, make(chan struct{})
-		w.smu.Unlock()
-		err := w.leadSync(ctx)
-		w.smu.Lock()
-		if err == nil {
-			w.covered = max(w.covered, cover)
-		} else {
-			w.failedTo, w.failErr = max(w.failedTo, cover), err
-		}
-		w.syncing = false
-		close(w.syncDone)
+	err := w.syncs.Do(ctx, "replica sync", w.leadSync)
+	if err != nil && !errors.Is(err, eventlog.ErrUnavailable) && !errors.Is(err, eventlog.ErrNotWriter) {
+		err = fmt.Errorf("%w: %w", eventlog.ErrUnavailable, err)
 	}
+	return err
 }
 
 // leadSync runs one sync for every caller waiting on it: not bounded by
 // the leading caller's cancellation (a client that hangs up must not fail
-// the others), only by the sync budget. A panic still ends the sync as a
-// failure for the waiters before it goes on.
-func (w *Writer) leadSync(ctx context.Context) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			w.smu.Lock()
-			w.failedTo, w.failErr, w.syncing = w.tickets, fmt.Errorf("%w: replica sync panicked", eventlog.ErrUnavailable), false
-			close(w.syncDone)
-			w.smu.Unlock()
-			panic(p)
-		}
-	}()
+// the others), only by the sync budget.
+func (w *Writer) leadSync(ctx context.Context) error {
 	w.opMu.Lock()
 	defer w.opMu.Unlock()
-	defer w.syncs.Add(1)
-	return w.syncLocked(context.WithoutCancel(ctx))
+	return w.syncLocked(ctx)
 }
 
 // syncLocked runs one sync; opMu is held.
@@ -345,7 +296,7 @@ func (w *Writer) syncLocked(ctx context.Context) error {
 
 // SyncCount returns how many syncs Sync has run (fewer than its calls
 // when concurrent calls shared them).
-func (w *Writer) SyncCount() int64 { return w.syncs.Load() }
+func (w *Writer) SyncCount() int64 { return int64(w.syncs.Runs()) }
 
 // Maintain does Litestream's periodic work: it compacts the replica's
 // small files into larger ones at each level when due (30 s, 5 min, 1 h),
