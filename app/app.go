@@ -7,14 +7,13 @@ package app
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
-	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventcore-go/eventcore/cache"
@@ -63,9 +62,8 @@ type App struct {
 	logWriter  *replica.Writer   // the event log's replica, when this instance writes it
 	follower   *replica.Follower // the event log's replica, when this instance follows it
 	readWriter *replica.Writer   // the read models' replica
-	// pending holds the parts whose reload has not completed, so that the
-	// next Begin tries again.
-	pending map[*replica.Writer]bool
+
+	life lifecycle
 }
 
 // replicatedPart is a database this instance writes through a Writer, and
@@ -277,68 +275,6 @@ func (s *guardedStore) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot)
 	return nil
 }
 
-// Begin prepares an invocation in Litestream mode (a no-op otherwise): the
-// project role brings its copy of the log up to date from the replica; a
-// writer whose replica another writer moved while this instance was frozen
-// reloads it (and forgets its cache) before anything is written. Errors
-// are logged, not returned: the handlers answer for them (503s, or reads
-// of the copy as it is).
-func (a *App) Begin(ctx context.Context) {
-	if a.follower != nil {
-		if _, err := a.follower.CatchUp(ctx); err != nil {
-			a.Logger.ErrorContext(ctx, "event log catch-up from the replica failed", "error", err.Error())
-		}
-	}
-	for _, p := range a.staleParts(ctx) {
-		if err := a.reload(ctx, p); err != nil {
-			a.Logger.ErrorContext(ctx, "reloading from the replica failed", "database", p.name, "error", err.Error())
-		}
-	}
-}
-
-// CheckReplicas renews the writer leases when due and reports whether a
-// replica moved under this instance, in which case the caller calls Begin
-// with no request in flight (Begin reloads). Errors are logged.
-func (a *App) CheckReplicas(ctx context.Context) (reload bool) {
-	return len(a.staleParts(ctx)) > 0
-}
-
-// staleParts renews each writer's lease when due and returns the parts
-// that must reload: their replica moved, or an earlier reload failed.
-func (a *App) staleParts(ctx context.Context) []replicatedPart {
-	var stale []replicatedPart
-	for _, p := range a.parts() {
-		moved, err := p.writer.Begin(ctx)
-		switch {
-		case moved || a.pending[p.writer]:
-			stale = append(stale, p)
-		case err != nil:
-			a.Logger.WarnContext(ctx, "writer lease", "database", p.name, "error", err.Error())
-		}
-	}
-	return stale
-}
-
-// reload replaces p with its replica's state. Until it has completed the
-// handlers answer from a closed database (errors, never stale data) and
-// the next Begin tries again. Nothing local is synced: the local
-// transactions were never acknowledged.
-func (a *App) reload(ctx context.Context, p replicatedPart) error {
-	a.Logger.WarnContext(ctx, "another writer changed the replica; reloading it", "database", p.name)
-	if a.pending == nil {
-		a.pending = map[*replica.Writer]bool{}
-	}
-	a.pending[p.writer] = true
-	if err := errors.Join(p.close(), p.writer.Reload(ctx)); err != nil {
-		return err
-	}
-	if err := p.reopen(ctx); err != nil {
-		return err
-	}
-	delete(a.pending, p.writer)
-	return nil
-}
-
 // reopenLog opens the reloaded log and rebuilds what rests on it.
 func (a *App) reopenLog(ctx context.Context) error {
 	if err := a.openLog(ctx); err != nil {
@@ -422,96 +358,37 @@ func (a *App) Push(ctx context.Context) {
 }
 
 // Close closes the databases, syncing the replicas a last time (only while
-// this instance still holds their leases) and releasing the leases.
+// this instance still holds their leases) and releasing the leases. It is
+// Shutdown without a deadline.
 func (a *App) Close() error {
+	return a.Shutdown(context.Background())
+}
+
+// closeAll closes the databases within ctx's deadline. The event log's
+// replica is synced a last time and its lease released first, beside the
+// read models' (a successor waits for the log's lease); the log's store is
+// closed after that, so that a command still in flight cannot hold the
+// release up.
+func (a *App) closeAll(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var readErr error
+	wg.Go(func() {
+		var errs []error
+		if a.ReadDB != nil {
+			errs = append(errs, a.ReadDB.Close())
+		}
+		if a.readWriter != nil {
+			errs = append(errs, a.readWriter.Close(ctx))
+		}
+		readErr = errors.Join(errs...)
+	})
 	var errs []error
-	ctx := context.Background()
-	if a.ReadDB != nil {
-		errs = append(errs, a.ReadDB.Close())
-	}
-	if a.readWriter != nil {
-		errs = append(errs, a.readWriter.Close(ctx))
+	if a.logWriter != nil {
+		errs = append(errs, a.logWriter.Close(ctx))
 	}
 	if a.Store != nil {
 		errs = append(errs, a.Store.Close())
 	}
-	if a.logWriter != nil {
-		errs = append(errs, a.logWriter.Close(ctx))
-	}
-	return errors.Join(errs...)
-}
-
-// InvokeFunc is a Lambda handler over raw events.
-type InvokeFunc func(ctx context.Context, payload json.RawMessage) (any, error)
-
-// maxSchedulePayload bounds the payloads inspected for maintenanceRequest.
-const maxSchedulePayload = 4 << 10
-
-// maintenanceRequest is the scheduled direct invocation that runs
-// Litestream's periodic work on the execute function.
-type maintenanceRequest struct {
-	Maintenance bool   `json:"maintenance"`
-	Source      string `json:"source"` // "aws.events" for an EventBridge schedule
-}
-
-// StartLambda is the whole main of a function: it loads the configuration,
-// registers the domain, opens the App for role and hands pick(app) to the
-// Lambda runtime. Bad configuration ends the process with one line naming
-// the variable. Each invocation starts with Begin; with a replica, the
-// payload {"maintenance":true} runs Maintain instead of a handler, a
-// scheduled (EventBridge) invocation runs it after the handler, and the
-// project role syncs its read models after each invocation. On SIGTERM
-// (the runtime's shutdown) the databases are closed and the leases
-// released.
-func StartLambda(name string, role Role, register func(*handler.Registry), pick func(*App) InvokeFunc) {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg, err := config.Load(os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+": "+err.Error())
-		os.Exit(1)
-	}
-	reg := handler.NewRegistry()
-	register(reg)
-	a, err := OpenAs(context.Background(), role, cfg, reg, logger)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, name+": "+err.Error())
-		os.Exit(1)
-	}
-	// Lambda freezes the instance as soon as the handler returns, so the
-	// metrics are pushed (and the read models synced) before it does.
-	invoke := func(ctx context.Context, payload json.RawMessage) (any, error) {
-		a.Begin(ctx)
-		var m maintenanceRequest
-		// Schedules send a few hundred bytes; a command's HTTP event,
-		// which the handler decodes anyway, is not scanned twice.
-		if a.Replicated() && len(payload) <= maxSchedulePayload {
-			_ = json.Unmarshal(payload, &m)
-		}
-		if m.Maintenance {
-			err := a.Maintain(ctx)
-			a.Push(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return map[string]bool{"maintained": true}, nil
-		}
-		out, err := pick(a)(ctx, payload)
-		a.SyncReadModels(ctx)
-		if m.Source == "aws.events" {
-			// A scheduled run (the project function's catch-up) also
-			// compacts the replicas this instance writes.
-			if err := a.Maintain(ctx); err != nil {
-				a.Logger.WarnContext(ctx, "replica maintenance failed", "error", err.Error())
-			}
-		}
-		a.Push(ctx)
-		return out, err
-	}
-	lambda.StartWithOptions(invoke, lambda.WithEnableSIGTERM(func() {
-		if a.Pusher != nil {
-			_ = a.Pusher.Delete()
-		}
-		_ = a.Close()
-		os.Exit(0) // the runtime is shutting the instance down; nothing is left to do
-	}))
+	wg.Wait()
+	return errors.Join(append(errs, readErr)...)
 }

@@ -63,18 +63,24 @@ func TestProjectRoleFollowsTheLogReplica(t *testing.T) {
 	proj := openRole(t, app.RoleProject, projEnv)
 	run := func(command, input string) {
 		t.Helper()
-		exec.Begin(ctx)
-		if status, body, _ := exec.Execute.HandleDirect(ctx, handler.CommandRequest{Command: command, Input: []byte(input)}); status != 200 {
+		var status int
+		var body []byte
+		_ = exec.Do(ctx, app.Request, func(ctx context.Context) error {
+			status, body, _ = exec.Execute.HandleDirect(ctx, handler.CommandRequest{Command: command, Input: []byte(input)})
+			return nil
+		})
+		if status != 200 {
 			t.Fatalf("%s: %d %s", command, status, body)
 		}
 	}
 	invokeProject := func(a *app.App) {
 		t.Helper()
-		a.Begin(ctx)
-		if _, err := a.Project.CatchUp(ctx); err != nil {
+		if err := a.Do(ctx, app.Scheduled, func(ctx context.Context) error {
+			_, err := a.Project.CatchUp(ctx)
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
-		a.SyncReadModels(ctx)
 	}
 	run("open-account", `{"account":"alice","owner":"Alice"}`)
 	run("deposit", `{"account":"alice","amount":100}`)

@@ -36,12 +36,17 @@ type Config struct {
 	AllowEphemeral     bool          // EVENTCORE_ALLOW_EPHEMERAL
 	PushgatewayURL     string        // EVENTCORE_PUSHGATEWAY_URL
 	PushTimeout        time.Duration // EVENTCORE_PUSH_TIMEOUT
+	PushInterval       time.Duration // EVENTCORE_PUSH_INTERVAL; 0 = after every invocation
 	ProjectionBatch    int           // EVENTCORE_PROJECTION_BATCH
 	ProjectionInterval time.Duration // EVENTCORE_PROJECTION_INTERVAL
 	SnapshotThreshold  int           // EVENTCORE_SNAPSHOT_THRESHOLD
 	OnLambda           bool          // AWS_LAMBDA_FUNCTION_NAME is set
 	FunctionName       string        // AWS_LAMBDA_FUNCTION_NAME, set by the Lambda runtime
 	LogStream          string        // AWS_LAMBDA_LOG_STREAM_NAME: names this instance
+	// MaxConcurrency is AWS_LAMBDA_MAX_CONCURRENCY, which Lambda Managed
+	// Instances set: how many invocations one execution environment runs
+	// at once (0 where it is not set: one at a time).
+	MaxConcurrency int
 }
 
 // Local defaults of the database paths.
@@ -142,6 +147,14 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.PushTimeout, err = duration(str("EVENTCORE_PUSH_TIMEOUT", "250ms")); err != nil {
 		return fail("EVENTCORE_PUSH_TIMEOUT", err)
+	}
+	if c.PushInterval, err = time.ParseDuration(str("EVENTCORE_PUSH_INTERVAL", "10s")); err != nil || c.PushInterval < 0 {
+		return fail("EVENTCORE_PUSH_INTERVAL", fmt.Errorf("%q is not a duration such as 10s (0 pushes after every invocation)", getenv("EVENTCORE_PUSH_INTERVAL")))
+	}
+	if v := str("AWS_LAMBDA_MAX_CONCURRENCY", ""); v != "" {
+		if c.MaxConcurrency, err = positiveInt(v, 1<<16); err != nil {
+			return fail("AWS_LAMBDA_MAX_CONCURRENCY", err)
+		}
 	}
 	if c.ProjectionBatch, err = positiveInt(str("EVENTCORE_PROJECTION_BATCH", strconv.Itoa(projection.DefaultBatchSize)), eventlog.MaxFeedLimit); err != nil {
 		return fail("EVENTCORE_PROJECTION_BATCH", err)

@@ -27,6 +27,7 @@ func TestDefaults(t *testing.T) {
 		CacheTTL:           5 * time.Minute,
 		CacheMaxBytes:      64 << 20,
 		PushTimeout:        250 * time.Millisecond,
+		PushInterval:       10 * time.Second,
 		ProjectionBatch:    500,
 		ProjectionInterval: time.Second,
 		SnapshotThreshold:  100,
@@ -63,6 +64,8 @@ func TestValues(t *testing.T) {
 		"EVENTCORE_ALLOW_EPHEMERAL":     "true",
 		"EVENTCORE_PUSHGATEWAY_URL":     "http://pg:9091",
 		"EVENTCORE_PUSH_TIMEOUT":        "1s",
+		"EVENTCORE_PUSH_INTERVAL":       "0",
+		"AWS_LAMBDA_MAX_CONCURRENCY":    "64",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +74,7 @@ func TestValues(t *testing.T) {
 		DB: "/var/lib/ec/events.db", ReadDB: "/var/lib/ec/read.db",
 		Sync: sqlite.SyncNormal, Journal: sqlite.JournalTruncate,
 		CacheTTL: 90 * time.Second, CacheMaxBytes: 1 << 30, AllowEphemeral: true,
-		PushgatewayURL: "http://pg:9091", PushTimeout: time.Second,
+		PushgatewayURL: "http://pg:9091", PushTimeout: time.Second, PushInterval: 0, MaxConcurrency: 64,
 		ProjectionBatch: 10000, ProjectionInterval: 250 * time.Millisecond, SnapshotThreshold: 7,
 		ReplicaTimeout: 5 * time.Second, ReplicaLeaseTTL: 30 * time.Second,
 	}
@@ -107,6 +110,8 @@ func TestBadVariables(t *testing.T) {
 		{"EVENTCORE_ALLOW_EPHEMERAL", []string{"yes", "no", "on", "2", "truee"}},
 		{"EVENTCORE_PUSHGATEWAY_URL", []string{"ftp://pg:9091", "pg:9091", "http://", "://x"}},
 		{"EVENTCORE_PUSH_TIMEOUT", []string{"0", "soon", "-1s"}},
+		{"EVENTCORE_PUSH_INTERVAL", []string{"10", "soon", "-1s"}},
+		{"AWS_LAMBDA_MAX_CONCURRENCY", []string{"0", "-1", "many", "1.5", "65537"}},
 		{"EVENTCORE_PROJECTION_BATCH", []string{"0", "-1", "10001", "1e3", "1.5", "many", "99999999999999999999"}},
 		{"EVENTCORE_PROJECTION_INTERVAL", []string{"0", "1", "-1s", "never"}},
 		{"EVENTCORE_SNAPSHOT_THRESHOLD", []string{"0", "-1", "1073741825", "ten", "1e2"}},

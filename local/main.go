@@ -58,7 +58,12 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	if err != nil {
 		return err
 	}
-	defer func() { _ = a.Close() }()
+	closed := false
+	defer func() {
+		if !closed {
+			_ = a.Close()
+		}
+	}()
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -71,6 +76,7 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 		defer close(projections)
 		srv.projectLoop(ctx, cfg.ProjectionInterval)
 	}()
+	go a.Background(ctx)
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	ready("http://" + ln.Addr().String())
@@ -84,8 +90,11 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	defer cancel()
 	err = httpSrv.Shutdown(shutdown)
 	<-projections
-	if a.Pusher != nil {
-		_ = a.Pusher.Delete() // a stopped runner's group must not linger
+	// The metrics group is deleted (a stopped runner's must not linger),
+	// the replicas synced a last time and their leases released.
+	closed = true
+	if err := a.Shutdown(shutdown); err != nil {
+		logger.Warn("shutdown", "error", err.Error())
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -113,7 +113,7 @@ func TestRunnerPushesAndDeletesItsGroup(t *testing.T) {
 		t.Skip("AWS_LAMBDA_FUNCTION_NAME is set: the runner would push under it, not job=local")
 	}
 	gateway := metricstest.StartPushgateway(t)
-	s := start(t, testEnv(t.TempDir(), "EVENTCORE_PUSHGATEWAY_URL", gateway, "EVENTCORE_PROJECTION_INTERVAL", "100ms"))
+	s := start(t, testEnv(t.TempDir(), "EVENTCORE_PUSHGATEWAY_URL", gateway, "EVENTCORE_PROJECTION_INTERVAL", "100ms", "EVENTCORE_PUSH_INTERVAL", "100ms"))
 	commands(t, s.url)
 
 	host, err := os.Hostname()

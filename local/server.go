@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -22,20 +21,11 @@ import (
 // answers 503 projection_behind instead of waiting forever.
 var requestTimeout = 30 * time.Second
 
-// maintenanceInterval is how often the runner compacts and snapshots its
-// replicas, as the execute function's schedule does on AWS.
-const maintenanceInterval = 30 * time.Second
-
 // server turns HTTP requests into HTTP API events for the handlers.
 type server struct {
 	app     *app.App
 	wake    chan struct{}
 	metrics http.Handler
-	// swap is held for reading by every request and projection round, and
-	// for writing while the app checks its replica's lease and, when
-	// another writer moved the replica, reloads the log (which replaces
-	// the handlers).
-	swap sync.RWMutex
 }
 
 func newServer(a *app.App) *server {
@@ -73,14 +63,15 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	ctx = handler.WithRequestID(ctx, ev.RequestContext.RequestID)
-	s.swap.RLock()
-	defer s.swap.RUnlock()
 	var resp events.APIGatewayV2HTTPResponse
-	if strings.HasPrefix(r.URL.Path, "/commands/") {
-		resp = s.app.Execute.HandleHTTP(ctx, ev)
-	} else {
-		resp = s.app.Project.HandleHTTP(ctx, ev)
-	}
+	_ = s.app.Do(ctx, app.Request, func(ctx context.Context) error {
+		if strings.HasPrefix(r.URL.Path, "/commands/") {
+			resp = s.app.Execute.HandleHTTP(ctx, ev)
+		} else {
+			resp = s.app.Project.HandleHTTP(ctx, ev)
+		}
+		return nil
+	})
 	for k, v := range resp.Headers {
 		w.Header().Set(k, v)
 	}
@@ -121,13 +112,14 @@ func toEvent(r *http.Request) (events.APIGatewayV2HTTPRequest, error) {
 	}, nil
 }
 
-// projectLoop catches the projections up after commands (without holding
-// up their answers) and on a timer, until ctx ends; with a Pushgateway
-// configured it pushes the metrics after each round.
+// projectLoop runs a Scheduled unit of work (the projections caught up,
+// then the replicas' maintenance when due) after commands, without
+// holding up their answers, and on a timer, until ctx ends. Like every
+// unit, it first renews the writer leases when due and reloads a replica
+// that another writer moved, so that an idle runner notices too.
 func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	var maintained time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -136,33 +128,13 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 		case <-ticker.C:
 		}
 		run, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if s.app.Replicated() {
-			// Renews the leases when due and, only if another writer moved
-			// a replica meanwhile, reloads it with no request in flight.
-			s.swap.RLock()
-			reload := s.app.CheckReplicas(run)
-			s.swap.RUnlock()
-			if reload {
-				s.swap.Lock()
-				s.app.Begin(run)
-				s.swap.Unlock()
-			}
-		}
-		s.swap.RLock()
-		if _, err := s.app.Project.CatchUp(run); err != nil && ctx.Err() == nil {
+		err := s.app.Do(run, app.Scheduled, func(ctx context.Context) error {
+			_, err := s.app.Project.CatchUp(ctx)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
 			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
 		}
-		if s.app.Replicated() {
-			s.app.SyncReadModels(run)
-			if time.Since(maintained) >= maintenanceInterval {
-				if err := s.app.Maintain(run); err != nil && ctx.Err() == nil {
-					s.app.Logger.Warn("replica maintenance failed", "error", err.Error())
-				}
-				maintained = time.Now()
-			}
-		}
-		s.swap.RUnlock()
 		cancel()
-		s.app.Push(ctx)
 	}
 }

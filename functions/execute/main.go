@@ -5,10 +5,17 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/eventcore-go/eventcore/app"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 )
 
 func main() {
-	app.StartLambda("execute", app.RoleExecute, bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Execute.Invoke })
+	pick := func(a *app.App) app.InvokeFunc { return a.Execute.Invoke }
+	if err := app.RunLambda(app.RoleExecute, bankapi.Register, pick); err != nil {
+		fmt.Fprintln(os.Stderr, "execute: "+err.Error())
+		os.Exit(1)
+	}
 }

@@ -5,10 +5,17 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/eventcore-go/eventcore/app"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 )
 
 func main() {
-	app.StartLambda("project", app.RoleProject, bankapi.Register, func(a *app.App) app.InvokeFunc { return a.Project.Invoke })
+	pick := func(a *app.App) app.InvokeFunc { return a.Project.Invoke }
+	if err := app.RunLambda(app.RoleProject, bankapi.Register, pick); err != nil {
+		fmt.Fprintln(os.Stderr, "project: "+err.Error())
+		os.Exit(1)
+	}
 }

@@ -22,7 +22,7 @@ func TestACallIsAnsweredByARunThatStartedAfterIt(t *testing.T) {
 	var wg sync.WaitGroup
 	const callers = 64
 	var stale atomic.Int64
-	for i := range callers {
+	for range callers {
 		wg.Go(func() {
 			seen := state.Add(1) // a commit made before the call
 			if err := g.Do(context.Background(), "test", run); err != nil {
@@ -31,7 +31,6 @@ func TestACallIsAnsweredByARunThatStartedAfterIt(t *testing.T) {
 			if started.Load() < seen {
 				stale.Add(1)
 			}
-			_ = i
 		})
 	}
 	wg.Wait()
