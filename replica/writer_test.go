@@ -429,3 +429,55 @@ func TestFrozenWriterAfterSuccessorReleased(t *testing.T) {
 		t.Fatalf("Begin after the successor wrote and released: stale = false, %v", err)
 	}
 }
+
+// While a sync waits on a slow replica, appends (with their lease checks)
+// still commit, and the next sync covers them: durability overlaps with
+// work instead of stalling it.
+func TestAppendsDoNotWaitForASyncInFlight(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	url := s3.URL("overlap/events")
+	n := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db"), SyncTimeout: 10 * time.Second})
+	n.appendMany(t, ctx, "note", 0, 1)
+
+	s3.SetDelay(300 * time.Millisecond)
+	id := eventlog.MustStreamID("other")
+	if _, err := n.store.Append(ctx, eventlog.AppendRequest{Expected: []eventlog.ExpectedVersion{{Stream: id}}, Events: []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- n.w.Sync(ctx) }() // uploads, slowly
+	time.Sleep(50 * time.Millisecond)      // the sync is in flight
+
+	const appends = 20
+	for i := range appends {
+		if err := n.w.Guard(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.store.Append(ctx, eventlog.AppendRequest{
+			Expected: []eventlog.ExpectedVersion{{Stream: id, Version: eventlog.Version(i + 1)}},
+			Events:   []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(`{}`)}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-synced:
+		t.Fatalf("the sync ended (%v) before %d appends made during it: they waited for it", err, appends)
+	default:
+	}
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	s3.SetDelay(0)
+	if err := n.w.Sync(ctx); err != nil { // covers the appends made during the first
+		t.Fatal(err)
+	}
+	if err := n.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restored := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "restored.db")})
+	if head, err := restored.store.Head(ctx); err != nil || head != 2+appends {
+		t.Fatalf("restored head %d, %v; want %d", head, err, 2+appends)
+	}
+}
