@@ -57,6 +57,9 @@ build-ExecuteFunction:
 build-ProjectFunction:
 	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/project
 
+build-ExecuteManagedFunction:
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/execute
+
 rie: $(BIN)/aws-lambda-rie ## install the Lambda Runtime Interface Emulator into ./bin
 
 $(BIN)/aws-lambda-rie:

@@ -35,19 +35,50 @@ const (
 	readme       = "../README.md"
 )
 
-// Functions of the template and the main package each one builds.
+// Functions of the template and the main package each one builds. A
+// deployment creates the execute function of its Compute (see
+// parsed.executeFunction) and the project function.
 var functions = map[string]string{
-	"ExecuteFunction": "./functions/execute",
-	"ProjectFunction": "./functions/project",
+	"ExecuteFunction":        "./functions/execute",
+	"ExecuteManagedFunction": "./functions/execute",
+	"ProjectFunction":        "./functions/project",
 }
 
 // Routes only the local runner serves.
 var localOnlyRoutes = []string{"/healthz", "/metrics"}
 
-// Values of the template's StorageMode parameter. Every test of the
-// template's content runs in each of them, since CloudFormation deploys the
-// template as its conditions select it.
+// Values of the template's StorageMode parameter.
 var storageModes = []string{"efs", "litestream"}
+
+// Values of the template's Compute parameter.
+var computes = []string{"lambda", "managed-instances"}
+
+// deployment is one combination of the parameters that select the
+// template's shape: StorageMode and Compute.
+type deployment struct{ mode, compute string }
+
+func (d deployment) String() string {
+	if d.compute == "lambda" {
+		return d.mode
+	}
+	return d.mode + "+" + d.compute
+}
+
+// overrides are the parameter values of d, for resolve.
+func (d deployment) overrides() map[string]any {
+	return map[string]any{"StorageMode": d.mode, "Compute": d.compute}
+}
+
+// deployments are the combinations of StorageMode and Compute the
+// template's rules accept (TestDeploymentsAreTheAcceptedCombinations checks
+// it): efs with managed-instances is refused. Every test of the template's
+// content runs in each of them, since CloudFormation deploys the template
+// as its conditions select it.
+var deployments = []deployment{
+	{"efs", "lambda"},
+	{"litestream", "lambda"},
+	{"litestream", "managed-instances"},
+}
 
 // noValue stands for Ref AWS::NoValue until resolve removes the property
 // or list element that holds it, as CloudFormation does.
@@ -153,8 +184,42 @@ func asMap(v any) (map[string]any, bool) {
 // StorageMode=mode and the parameter values overrides, as JSON for
 // goformation's typed model: conditions evaluated, Fn::If resolved,
 // AWS::NoValue removed, the resources and outputs whose condition is false
-// left out; Ref, Fn::GetAtt and Fn::Sub become placeholders.
+// left out; Ref, Fn::GetAtt and Fn::Sub become placeholders. The named
+// exceptions to the typed check are checked and left out (see samOnly,
+// templateRules and untypedResources).
 func resolve(data []byte, mode string, overrides map[string]any) ([]byte, error) {
+	_, typed, err := resolveTemplate(data, mode, overrides)
+	return typed, err
+}
+
+// resolveTemplate returns the resolved template twice: deployed, as
+// CloudFormation would deploy it (without the Rules section, which deploys
+// nothing), and typed, the JSON goformation's typed model parses: deployed
+// without the named exceptions.
+func resolveTemplate(data []byte, mode string, overrides map[string]any) (deployed map[string]any, typed []byte, err error) {
+	tpl, err := resolveDeployed(data, mode, overrides)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := json.Marshal(tpl)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := json.Unmarshal(b, &deployed); err != nil {
+		return nil, nil, err
+	}
+	if err := dropSAMOnly(tpl); err != nil {
+		return nil, nil, err
+	}
+	if err := dropUntyped(tpl); err != nil {
+		return nil, nil, err
+	}
+	typed, err = json.MarshalIndent(tpl, "", "  ")
+	return deployed, typed, err
+}
+
+// resolveDeployed is resolveTemplate's deployed template.
+func resolveDeployed(data []byte, mode string, overrides map[string]any) (map[string]any, error) {
 	params := map[string]any{"StorageMode": mode}
 	for k, v := range overrides {
 		params[k] = v
@@ -204,11 +269,8 @@ func resolve(data []byte, mode string, overrides map[string]any) ([]byte, error)
 			}
 		}
 	}
-	if err := dropSAMOnly(tpl); err != nil {
-		return nil, err
-	}
 	dropRules(data, tpl)
-	return json.MarshalIndent(tpl, "", "  ")
+	return tpl, nil
 }
 
 // samOnly are properties SAM defines but goformation's typed model lacks
@@ -248,18 +310,131 @@ func dropSAMOnly(tpl map[string]any) error {
 // like samOnly, an exception to the round-trip check, with the value it
 // must have. checkRules compares the raw section (resolve's intrinsic
 // processing evaluates Fn::Not and Fn::Equals away) with this one, and
-// each AssertDescription must name the parameter its assertion checks and
-// the mode it applies to; resolve removes the section only when it
-// passes (see dropRules). TestVPCParametersRule evaluates the rule.
+// each AssertDescription must name the parameters its assertion checks and
+// the values its rule tests (see literals); resolve removes the section
+// only when it passes (see dropRules). TestVPCParametersRule,
+// TestManagedInstancesNeedLitestreamRule and
+// TestDeploymentsAreTheAcceptedCombinations evaluate the rules.
 const templateRules = `
-VPCParametersInEFSMode:
-  RuleCondition: !Equals [!Ref StorageMode, efs]
+VPCParameters:
+  RuleCondition:
+    Fn::Or:
+      - !Equals [!Ref StorageMode, efs]
+      - !Equals [!Ref Compute, managed-instances]
   Assertions:
     - Assert:
         Fn::Not:
           - Fn::Contains: [!Ref SubnetIds, ""]
     - Assert: !Not [!Equals [!Ref SecurityGroupId, ""]]
+ManagedInstancesNeedLitestream:
+  RuleCondition: !Equals [!Ref Compute, managed-instances]
+  Assertions:
+    - Assert: !Equals [!Ref StorageMode, litestream]
 `
+
+// shape is the keys an object may hold, each with the shape of its value;
+// a nil shape takes any value.
+type shape map[string]shape
+
+// unknown returns the paths of the keys under v that s does not know.
+func (s shape) unknown(path string, v any) []string {
+	if s == nil {
+		return nil
+	}
+	m, ok := asMap(v)
+	if !ok {
+		return []string{fmt.Sprintf("%s is %v, not an object", path, v)}
+	}
+	var out []string
+	for k, child := range m {
+		cs, known := s[k]
+		if !known {
+			out = append(out, path+"."+k)
+			continue
+		}
+		out = append(out, cs.unknown(path+"."+k, child)...)
+	}
+	return out
+}
+
+// resourceAttributes are the keys a resource may hold beside its
+// Properties.
+var resourceAttributes = shape{"Type": nil, "Condition": nil, "DependsOn": nil, "Metadata": nil, "DeletionPolicy": nil, "UpdateReplacePolicy": nil, "Properties": nil}
+
+// untypedResources are the resource types of Lambda Managed Instances that
+// goformation v7.14.9 predates (its parse fails on a type it does not
+// know), with the properties SAM documents for them: an exception to the
+// round-trip check like samOnly, whose shape is checked here and whose
+// values TestCapacityProviderOnlyInManagedInstances checks.
+// AWS::Serverless::CapacityProvider: "CapacityProviderName, VpcConfig,
+// OperatorRole, Tags, PropagateTags, InstanceRequirements, ScalingConfig,
+// KmsKeyArn" (SAM's resource reference, plus LoggingConfig and
+// ManagedResourceTags in its newest syntax); SAM's generator reads
+// SubnetIds and SecurityGroupIds, Architectures, AllowedTypes and
+// ExcludedTypes, MaxVCpuCount and AverageCPUUtilization.
+var untypedResources = map[string]shape{
+	"AWS::Serverless::CapacityProvider": {
+		"CapacityProviderName": nil,
+		"VpcConfig":            {"SubnetIds": nil, "SecurityGroupIds": nil},
+		"OperatorRole":         nil,
+		"Tags":                 nil,
+		"PropagateTags":        nil,
+		"InstanceRequirements": {"Architectures": nil, "AllowedTypes": nil, "ExcludedTypes": nil},
+		"ScalingConfig":        {"MaxVCpuCount": nil, "AverageCPUUtilization": nil},
+		"KmsKeyArn":            nil,
+		"LoggingConfig":        nil,
+		"ManagedResourceTags":  nil,
+	},
+}
+
+// untypedFunctionProperties are the properties of AWS::Serverless::Function
+// for Lambda Managed Instances that goformation v7.14.9's typed model lacks
+// (its parse refuses them), with their documented shapes: SAM's
+// CapacityProviderConfig (Arn, ExecutionEnvironmentMemoryGiBPerVCpu,
+// PerExecutionEnvironmentMaxConcurrency), FunctionScalingConfig
+// (MinExecutionEnvironments, MaxExecutionEnvironments) and
+// PublishToLatestPublished, which SAM passes to AWS::Lambda::Function. An
+// exception like untypedResources; TestExecuteFunctionIsTheSingleWriter
+// checks their values.
+var untypedFunctionProperties = shape{
+	"CapacityProviderConfig":   {"Arn": nil, "ExecutionEnvironmentMemoryGiBPerVCpu": nil, "PerExecutionEnvironmentMaxConcurrency": nil},
+	"FunctionScalingConfig":    {"MinExecutionEnvironments": nil, "MaxExecutionEnvironments": nil},
+	"PublishToLatestPublished": nil,
+}
+
+// dropUntyped checks the shape of the untypedResources and the
+// untypedFunctionProperties of the resolved template tpl and removes them;
+// the error names every key they do not know.
+func dropUntyped(tpl map[string]any) error {
+	resources, _ := asMap(tpl["Resources"])
+	var problems []string
+	for name, r := range resources {
+		res, _ := asMap(r)
+		typ, _ := res["Type"].(string)
+		path := "Resources." + name
+		if s, ok := untypedResources[typ]; ok {
+			problems = append(problems, resourceAttributes.unknown(path, res)...)
+			problems = append(problems, s.unknown(path+".Properties", res["Properties"])...)
+			delete(resources, name)
+			continue
+		}
+		props, _ := asMap(res["Properties"])
+		if typ != "AWS::Serverless::Function" || props == nil {
+			continue
+		}
+		for key, s := range untypedFunctionProperties {
+			if v, ok := props[key]; ok {
+				problems = append(problems, s.unknown(path+".Properties."+key, v)...)
+				delete(props, key)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fmt.Errorf("keys Lambda Managed Instances do not document: %s", strings.Join(problems, ", "))
+	}
+	return nil
+}
 
 // rawTemplate returns the template as written, with the short forms of
 // intrinsic functions in long form and no intrinsic function evaluated.
@@ -299,6 +474,33 @@ func paramRefs(v any) []string {
 	return slices.Sorted(maps.Keys(names))
 }
 
+// literals returns the non-empty string literals under v, an expression
+// of a rule (the values it compares parameters with), sorted.
+func literals(v any) []string {
+	words := map[string]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, child := range v {
+				if k != "Ref" {
+					walk(child)
+				}
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		case string:
+			if v != "" {
+				words[v] = true
+			}
+		}
+	}
+	walk(v)
+	return slices.Sorted(maps.Keys(words))
+}
+
 // checkRules checks the raw template's Rules section against
 // templateRules (see there).
 func checkRules(data []byte) error {
@@ -331,7 +533,10 @@ func checkRules(data []byte) error {
 			assertion, _ := asMap(a)
 			desc, _ := assertion["AssertDescription"].(string)
 			delete(assertion, "AssertDescription")
-			for _, p := range append(paramRefs(assertion["Assert"]), "efs") {
+			// The parameters the assertion checks, the values it wants and
+			// the values that make the rule apply.
+			words := slices.Concat(paramRefs(assertion["Assert"]), literals(assertion["Assert"]), literals(rule["RuleCondition"]))
+			for _, p := range words {
 				if !strings.Contains(desc, p) {
 					problems = append(problems, fmt.Sprintf("Rules.%s.Assertions[%d].AssertDescription %q does not name %s", name, i, desc, p))
 				}
@@ -385,31 +590,32 @@ func stripNoValue(v any) any {
 }
 
 // checkKnownProperties parses the template at path, resolved in each
-// storage mode, into goformation's typed model and fails when any key of
+// deployment, into goformation's typed model and fails when any key of
 // the resolved template does not survive a round trip through it.
 // goformation rejects unknown keys directly under a resource's Properties,
 // but drops without an error those it does not know in Globals and in
 // values of several possible shapes (event properties, policies). Each
-// branch of an Fn::If on UseEFS or UseLitestream is checked in the mode
-// that selects it. The error lists every dropped key path.
+// branch of an Fn::If on a condition is checked in the deployment that
+// selects it. The error lists every dropped key path.
 func checkKnownProperties(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	var problems []string
-	for _, mode := range storageModes {
-		resolved, err := resolve(data, mode, nil)
+	for _, d := range deployments {
+		mode := d.String()
+		resolved, err := resolve(data, d.mode, d.overrides())
 		if err != nil {
-			return fmt.Errorf("StorageMode=%s: %w", mode, err)
+			return fmt.Errorf("%s: %w", mode, err)
 		}
 		typed, err := goformation.ParseJSONWithOptions(resolved, &intrinsics.ProcessorOptions{NoProcess: true})
 		if err != nil {
-			return fmt.Errorf("StorageMode=%s: typed parse: %w", mode, err)
+			return fmt.Errorf("%s: typed parse: %w", mode, err)
 		}
 		roundTrip, err := json.Marshal(typed)
 		if err != nil {
-			return fmt.Errorf("StorageMode=%s: marshal typed template: %w", mode, err)
+			return fmt.Errorf("%s: marshal typed template: %w", mode, err)
 		}
 		var original, back any
 		if err := json.Unmarshal(resolved, &original); err != nil {
@@ -429,7 +635,7 @@ func checkKnownProperties(path string) error {
 		}
 		if len(dropped) > 0 {
 			sort.Strings(dropped)
-			problem := "StorageMode=" + mode + ": " + strings.Join(dropped, ", ")
+			problem := mode + ": " + strings.Join(dropped, ", ")
 			if slices.Contains(dropped, "Rules") {
 				problem += " (Rules is not templateRules: " + fmt.Sprint(checkRules(data)) + ")"
 			}
@@ -488,6 +694,12 @@ func TestKnownPropertiesCheckCatchesUnknownProperty(t *testing.T) {
 		"litestream rule target":  {"Input", "Inputt"},
 		"litestream rule":         {"ScheduleExpression", "Schedule"},
 		"litestream rule trigger": {"Principal", "Principle"},
+		// Keys of the untyped exceptions (see dropUntyped), and a function
+		// property beside one of them.
+		"capacity provider":         {"OperatorRole", "OperatorRol"},
+		"capacity provider config":  {"ExecutionEnvironmentMemoryGiBPerVCpu", "ExecutionEnvironmentMemoryPerVCpu"},
+		"function scaling config":   {"MinExecutionEnvironments", "MinimumExecutionEnvironments"},
+		"managed function property": {"PublishToLatestPublished", "PublishToLatest"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -513,20 +725,30 @@ func TestKnownPropertiesCheckCatchesUnknownProperty(t *testing.T) {
 	}
 }
 
-// parsed is the template as typed resources, resolved in one storage mode
+// parsed is the template as typed resources, resolved in one deployment
 // (see resolve), with intrinsics resolved to placeholders so that
-// references can be checked. raw is the resolved template goformation
-// parsed.
+// references can be checked. raw is the resolved template as
+// CloudFormation would deploy it: what goformation parsed plus the named
+// exceptions (samOnly, untypedResources, untypedFunctionProperties).
 type parsed struct {
-	mode    string
+	mode    string // StorageMode
+	compute string // Compute
 	tpl     *cloudformation.Template
 	globals *global.Function
 	raw     map[string]any
 }
 
+// parseTemplate parses the template with StorageMode=mode and the other
+// parameters at their defaults (Compute lambda).
 func parseTemplate(t *testing.T, mode string) parsed {
 	t.Helper()
 	return parseTemplateWith(t, mode, nil)
+}
+
+// parseDeployment parses the template in deployment d.
+func parseDeployment(t *testing.T, d deployment) parsed {
+	t.Helper()
+	return parseTemplateWith(t, d.mode, d.overrides())
 }
 
 // parseTemplateWith parses the template with StorageMode=mode and the
@@ -537,18 +759,19 @@ func parseTemplateWith(t *testing.T, mode string, overrides map[string]any) pars
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolved, err := resolve(data, mode, overrides)
+	compute := "lambda"
+	if c, ok := overrides["Compute"]; ok {
+		compute = fmt.Sprint(c)
+	}
+	deployed, resolved, err := resolveTemplate(data, mode, overrides)
 	if err != nil {
-		t.Fatalf("resolve %s with StorageMode=%s: %v", templateFile, mode, err)
+		t.Fatalf("resolve %s with StorageMode=%s, Compute=%s: %v", templateFile, mode, compute, err)
 	}
 	tpl, err := goformation.ParseJSONWithOptions(resolved, &intrinsics.ProcessorOptions{NoProcess: true})
 	if err != nil {
-		t.Fatalf("parse %s with StorageMode=%s: %v", templateFile, mode, err)
+		t.Fatalf("parse %s with StorageMode=%s, Compute=%s: %v", templateFile, mode, compute, err)
 	}
-	p := parsed{mode: mode, tpl: tpl}
-	if err := json.Unmarshal(resolved, &p.raw); err != nil {
-		t.Fatal(err)
-	}
+	p := parsed{mode: mode, compute: compute, tpl: tpl, raw: deployed}
 	if g, ok := tpl.Globals["Function"]; ok {
 		gf, ok := g.(*global.Function)
 		if !ok {
@@ -559,13 +782,41 @@ func parseTemplateWith(t *testing.T, mode string, overrides map[string]any) pars
 	return p
 }
 
-// eachMode runs test in a subtest per storage mode, with the template
-// parsed in that mode.
+// eachMode runs test in a subtest per deployment, with the template
+// parsed in that deployment.
 func eachMode(t *testing.T, test func(t *testing.T, p parsed)) {
 	t.Helper()
-	for _, mode := range storageModes {
-		t.Run(mode, func(t *testing.T) { test(t, parseTemplate(t, mode)) })
+	for _, d := range deployments {
+		t.Run(d.String(), func(t *testing.T) { test(t, parseDeployment(t, d)) })
 	}
+}
+
+// executeFunction is the logical ID of the deployment's execute function.
+func (p parsed) executeFunction() string {
+	if p.compute == "managed-instances" {
+		return "ExecuteManagedFunction"
+	}
+	return "ExecuteFunction"
+}
+
+// functionNames returns the functions the deployment creates, sorted.
+func (p parsed) functionNames() []string {
+	resources, _ := asMap(p.raw["Resources"])
+	var names []string
+	for name := range resources {
+		if p.resource(name)["Type"] == "AWS::Serverless::Function" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// properties returns the deployed Properties of resource name, nil if
+// the deployment leaves it out.
+func (p parsed) properties(name string) map[string]any {
+	props, _ := asMap(p.resource(name)["Properties"])
+	return props
 }
 
 // resource returns the resolved resource name (its Type, Condition,
@@ -644,7 +895,16 @@ func TestFunctionsBuildFromTheMakefile(t *testing.T) {
 		t.Fatal(err)
 	}
 	eachMode(t, func(t *testing.T, p parsed) {
-		for name, pkg := range functions {
+		names := p.functionNames()
+		if !slices.Contains(names, p.executeFunction()) || !slices.Contains(names, "ProjectFunction") || len(names) != 2 {
+			t.Errorf("functions %v, want %s and ProjectFunction", names, p.executeFunction())
+		}
+		for _, name := range names {
+			pkg, ok := functions[name]
+			if !ok {
+				t.Errorf("function %s is not in the functions map (which main package does it build?)", name)
+				continue
+			}
 			t.Run(name, func(t *testing.T) {
 				f := p.function(t, name)
 				if got := p.runtime(f); got != "provided.al2023" {
@@ -702,16 +962,81 @@ func makeRecipe(mk, target string) string {
 	return strings.Join(recipe, "\n")
 }
 
+// managedInstancesMinMemoryMB is the smallest function Lambda Managed
+// Instances run: "The minimum supported function size is 2GB and 1 vCPU"
+// (AWS Lambda developer guide, Best practices for Lambda Managed
+// Instances).
+const managedInstancesMinMemoryMB = 2048
+
+// TestExecuteFunctionIsTheSingleWriter checks the execute function of each
+// deployment: on Compute lambda reserved concurrency 1 and nothing of
+// Managed Instances; on managed-instances exactly one execution environment
+// (the properties goformation lacks are read from the deployed template,
+// see untypedFunctionProperties), running PerExecutionEnvironmentMaxConcurrency
+// invocations, with at least the Managed Instances' minimum memory and no
+// reserved concurrency.
 func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
-	eachMode(t, func(t *testing.T, p parsed) {
-		f := p.function(t, "ExecuteFunction")
-		if f.ReservedConcurrentExecutions == nil {
-			t.Fatal("ExecuteFunction has no ReservedConcurrentExecutions; want 1")
+	check := func(t *testing.T, p parsed, wantConcurrency float64) {
+		t.Helper()
+		name := p.executeFunction()
+		f := p.function(t, name)
+		props := p.properties(name)
+		switch p.compute {
+		case "lambda":
+			if n := f.ReservedConcurrentExecutions; n == nil || *n != 1 {
+				t.Errorf("%s ReservedConcurrentExecutions = %v, want 1", name, props["ReservedConcurrentExecutions"])
+			}
+			for key := range untypedFunctionProperties {
+				if v, ok := props[key]; ok {
+					t.Errorf("%s has %s %v on Compute lambda", name, key, v)
+				}
+			}
+		case "managed-instances":
+			if _, ok := props["ReservedConcurrentExecutions"]; ok || f.ReservedConcurrentExecutions != nil {
+				t.Errorf("%s has ReservedConcurrentExecutions %v: Managed Instances take none", name, props["ReservedConcurrentExecutions"])
+			}
+			cpc, _ := asMap(props["CapacityProviderConfig"])
+			if cpc == nil {
+				t.Fatalf("%s has no CapacityProviderConfig", name)
+			}
+			provider := strings.TrimSuffix(strings.TrimPrefix(fmt.Sprint(cpc["Arn"]), "getatt:"), ".Arn")
+			if !capacityProviderTypes[fmt.Sprint(p.resource(provider)["Type"])] || cpc["Arn"] != "getatt:"+provider+".Arn" {
+				t.Errorf("%s CapacityProviderConfig.Arn = %v, not the Arn of a capacity provider of the template", name, cpc["Arn"])
+			}
+			if got := cpc["PerExecutionEnvironmentMaxConcurrency"]; got != wantConcurrency {
+				t.Errorf("%s PerExecutionEnvironmentMaxConcurrency = %v, want %v (the parameter)", name, got, wantConcurrency)
+			}
+			memory := float64(0)
+			if f.MemorySize != nil {
+				memory = float64(*f.MemorySize)
+			} else if p.globals != nil && p.globals.MemorySize != nil {
+				memory = float64(*p.globals.MemorySize)
+			}
+			if memory < managedInstancesMinMemoryMB {
+				t.Errorf("%s MemorySize = %v MB, below the Managed Instances minimum of %d", name, memory, managedInstancesMinMemoryMB)
+			}
+			// 2, 4 or 8 GiB per vCPU, and at least one vCPU.
+			if ratio, ok := cpc["ExecutionEnvironmentMemoryGiBPerVCpu"].(float64); ok &&
+				(!slices.Contains([]float64{2, 4, 8}, ratio) || memory < ratio*1024) {
+				t.Errorf("%s ExecutionEnvironmentMemoryGiBPerVCpu = %v with %v MB: want 2, 4 or 8 and at least one vCPU", name, ratio, memory)
+			}
+			want := map[string]any{"MinExecutionEnvironments": 1.0, "MaxExecutionEnvironments": 1.0}
+			if got := props["FunctionScalingConfig"]; !reflect.DeepEqual(got, want) {
+				t.Errorf("%s FunctionScalingConfig = %v, want %v: one execution environment, the single writer", name, got, want)
+			}
+			if got := props["PublishToLatestPublished"]; got != true {
+				t.Errorf("%s PublishToLatestPublished = %v, want true (unqualified invocations run $LATEST.PUBLISHED)", name, got)
+			}
+		default:
+			t.Fatalf("unknown Compute %q", p.compute)
 		}
-		if n := *f.ReservedConcurrentExecutions; n != 1 {
-			t.Fatalf("ExecuteFunction ReservedConcurrentExecutions = %d, want 1", n)
-		}
-	})
+	}
+	eachMode(t, func(t *testing.T, p parsed) { check(t, p, 64) })
+	// The concurrency follows the parameter.
+	d := deployment{"litestream", "managed-instances"}
+	overrides := d.overrides()
+	overrides["PerExecutionEnvironmentMaxConcurrency"] = 16
+	check(t, parseTemplateWith(t, d.mode, overrides), 16)
 }
 
 func TestHTTPAPIUsesIAMAuthorization(t *testing.T) {
@@ -764,7 +1089,7 @@ func TestDatabasesAreOnEFSInEFSMode(t *testing.T) {
 	if ap.FileSystemId != "ref:"+fsName {
 		t.Errorf("access point is on %q, not the file system %s", ap.FileSystemId, fsName)
 	}
-	for name := range functions {
+	for _, name := range p.functionNames() {
 		t.Run(name, func(t *testing.T) {
 			f := p.function(t, name)
 			if len(f.FileSystemConfigs) != 1 {
@@ -849,15 +1174,15 @@ func readmeVariables(t *testing.T) map[string]bool {
 func TestEnvironmentVariablesAreKnown(t *testing.T) {
 	known := configVariables(t)
 	documented := readmeVariables(t)
-	for _, mode := range storageModes {
-		p := parseTemplate(t, mode)
-		for name := range functions {
+	for _, d := range deployments {
+		p := parseDeployment(t, d)
+		for _, name := range p.functionNames() {
 			for v := range p.environment(p.function(t, name)) {
 				if !known[v] {
-					t.Errorf("StorageMode=%s: %s sets %s, which config.Load does not read", mode, name, v)
+					t.Errorf("%s: %s sets %s, which config.Load does not read", d, name, v)
 				}
 				if !documented[v] {
-					t.Errorf("StorageMode=%s: %s sets %s, which the README's Configuration table does not document", mode, name, v)
+					t.Errorf("%s: %s sets %s, which the README's Configuration table does not document", d, name, v)
 				}
 			}
 		}
@@ -958,8 +1283,8 @@ func TestRoutesMatchTheHandlers(t *testing.T) {
 		t.Fatalf("ReadRoutes serves only %v", served)
 	}
 	eachMode(t, func(t *testing.T, p parsed) {
-		compareRoutes(t, "ExecuteFunction",
-			withoutLocalOnly(templateRoutes(t, p, "ExecuteFunction")),
+		compareRoutes(t, p.executeFunction(),
+			withoutLocalOnly(templateRoutes(t, p, p.executeFunction())),
 			map[httpRoute]bool{{http.MethodPost, handler.CommandRoute}: true})
 		compareRoutes(t, "ProjectFunction", withoutLocalOnly(templateRoutes(t, p, "ProjectFunction")), withoutLocalOnly(served))
 	})
@@ -1078,12 +1403,34 @@ var litestreamVariables = map[string]map[string]string{
 	},
 }
 
+func init() {
+	litestreamVariables["ExecuteManagedFunction"] = litestreamVariables["ExecuteFunction"]
+}
+
+// efsCounterpart is the function of efs mode that plays the role of
+// function name (efs mode has only Compute lambda).
+func efsCounterpart(name string) string {
+	if name == "ExecuteManagedFunction" {
+		return "ExecuteFunction"
+	}
+	return name
+}
+
 func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
-	efs, p := parseTemplate(t, "efs"), parseTemplate(t, "litestream")
+	efs := parseTemplate(t, "efs")
+	for _, d := range deployments {
+		if d.mode != "litestream" {
+			continue
+		}
+		t.Run(d.String(), func(t *testing.T) { checkLitestreamDeployment(t, efs, parseDeployment(t, d)) })
+	}
+}
+
+func checkLitestreamDeployment(t *testing.T, efs, p parsed) {
 	if p.globals != nil && p.globals.VpcConfig != nil {
 		t.Errorf("litestream mode: the functions are in a VPC: %+v", p.globals.VpcConfig)
 	}
-	for name := range functions {
+	for _, name := range p.functionNames() {
 		t.Run(name, func(t *testing.T) {
 			f := p.function(t, name)
 			env := p.environment(f)
@@ -1101,7 +1448,7 @@ func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
 				}
 			}
 			// The other variables are the same in both modes.
-			efsEnv := efs.environment(efs.function(t, name))
+			efsEnv := efs.environment(efs.function(t, efsCounterpart(name)))
 			for v, value := range efsEnv {
 				if _, modal := litestreamVariables[name][v]; !modal && env[v] != value {
 					t.Errorf("%s = %q in litestream mode, %q in efs mode", v, env[v], value)
@@ -1123,7 +1470,7 @@ func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
 			if f.EphemeralStorage == nil || f.EphemeralStorage.Size != 2048 {
 				t.Errorf("EphemeralStorage = %+v, want the default of EphemeralStorageMiB, 2048 MiB", f.EphemeralStorage)
 			}
-			if e := efs.function(t, name).EphemeralStorage; e != nil {
+			if e := efs.function(t, efsCounterpart(name)).EphemeralStorage; e != nil {
 				t.Errorf("EphemeralStorage %+v in efs mode, want Lambda's default", e)
 			}
 			efsEnvHasReplica := false
@@ -1136,8 +1483,8 @@ func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
 		})
 	}
 	// The size follows the parameter.
-	sized := parseTemplateWith(t, "litestream", map[string]any{"EphemeralStorageMiB": 4096})
-	for name := range functions {
+	sized := parseTemplateWith(t, "litestream", map[string]any{"Compute": p.compute, "EphemeralStorageMiB": 4096})
+	for _, name := range sized.functionNames() {
 		if e := sized.function(t, name).EphemeralStorage; e == nil || e.Size != 4096 {
 			t.Errorf("%s: EphemeralStorage = %+v with EphemeralStorageMiB=4096", name, e)
 		}
@@ -1149,7 +1496,7 @@ func TestLitestreamModeKeepsTheDatabasesInTmp(t *testing.T) {
 // of its reference.
 func TestConfigAcceptsTheEnvironment(t *testing.T) {
 	eachMode(t, func(t *testing.T, p parsed) {
-		for name := range functions {
+		for _, name := range p.functionNames() {
 			env := p.environment(p.function(t, name))
 			env["AWS_LAMBDA_FUNCTION_NAME"] = name
 			for k, v := range env {
@@ -1233,7 +1580,7 @@ func TestEFSResourcesOnlyInEFSMode(t *testing.T) {
 			t.Errorf("litestream mode creates %s (%s)", name, typ)
 		}
 	}
-	for name := range functions {
+	for _, name := range p.functionNames() {
 		f := p.function(t, name)
 		if !slices.Contains(f.AWSCloudFormationDependsOn, "MountTargetsReady") {
 			t.Errorf("%s does not depend on MountTargetsReady: it may start before the mount targets exist", name)
@@ -1251,7 +1598,8 @@ func TestEFSResourcesOnlyInEFSMode(t *testing.T) {
 func TestMaintenanceScheduleInLitestreamMode(t *testing.T) {
 	const input = `{"maintenance":true}`
 	eachMode(t, func(t *testing.T, p parsed) {
-		for name := range functions {
+		execute := p.executeFunction()
+		for _, name := range p.functionNames() {
 			for ev, e := range p.function(t, name).Events {
 				if e.Type == "Schedule" && e.Properties != nil && e.Properties.ScheduleEvent != nil &&
 					e.Properties.ScheduleEvent.Input != nil && strings.Contains(*e.Properties.ScheduleEvent.Input, "maintenance") {
@@ -1262,7 +1610,7 @@ func TestMaintenanceScheduleInLitestreamMode(t *testing.T) {
 		var rules []string
 		for name, r := range p.tpl.GetAllEventsRuleResources() {
 			for _, target := range r.Targets {
-				if target.Arn != "getatt:ExecuteFunction.Arn" {
+				if target.Arn != "getatt:"+execute+".Arn" {
 					continue
 				}
 				rules = append(rules, name)
@@ -1284,13 +1632,13 @@ func TestMaintenanceScheduleInLitestreamMode(t *testing.T) {
 						continue
 					}
 					permitted = perm.Action == "lambda:InvokeFunction" && perm.Principal == "events.amazonaws.com" &&
-						(perm.FunctionName == "ref:ExecuteFunction" || perm.FunctionName == "getatt:ExecuteFunction.Arn")
+						(perm.FunctionName == "ref:"+execute || perm.FunctionName == "getatt:"+execute+".Arn")
 					if perm.AWSCloudFormationCondition != "UseLitestream" {
 						t.Errorf("permission %s: Condition %q, want UseLitestream", pn, perm.AWSCloudFormationCondition)
 					}
 				}
 				if !permitted {
-					t.Errorf("rule %s may not invoke ExecuteFunction: no matching AWS::Lambda::Permission", name)
+					t.Errorf("rule %s may not invoke %s: no matching AWS::Lambda::Permission", name, execute)
 				}
 			}
 		}
@@ -1299,7 +1647,7 @@ func TestMaintenanceScheduleInLitestreamMode(t *testing.T) {
 			want = 1
 		}
 		if len(rules) != want {
-			t.Errorf("%d rules invoke ExecuteFunction (%v), want %d", len(rules), rules, want)
+			t.Errorf("%d rules invoke %s (%v), want %d", len(rules), execute, rules, want)
 		}
 	})
 }
@@ -1386,21 +1734,31 @@ func TestReplicaPermissions(t *testing.T) {
 			grant{"s3:ListBucket", bucket, "events/* read-models/*"},
 			grant{"s3:GetBucketLocation", bucket, ""}),
 	}
-	p := parseTemplate(t, "litestream")
-	for name, grants := range want {
-		got := p.grants(t, name)
-		for _, g := range grants {
-			if !got[g] {
-				t.Errorf("litestream mode: %s may not %s on %s (prefixes %q)", name, g.action, g.resource, g.prefixes)
-			}
-			delete(got, g)
+	want["ExecuteManagedFunction"] = want["ExecuteFunction"]
+	for _, d := range deployments {
+		if d.mode != "litestream" {
+			continue
 		}
-		for g := range got {
-			t.Errorf("litestream mode: %s may also %s on %s (prefixes %q)", name, g.action, g.resource, g.prefixes)
+		p := parseDeployment(t, d)
+		for _, name := range p.functionNames() {
+			grants, ok := want[name]
+			if !ok {
+				t.Errorf("%s: no grants expected for %s", d, name)
+			}
+			got := p.grants(t, name)
+			for _, g := range grants {
+				if !got[g] {
+					t.Errorf("%s: %s may not %s on %s (prefixes %q)", d, name, g.action, g.resource, g.prefixes)
+				}
+				delete(got, g)
+			}
+			for g := range got {
+				t.Errorf("%s: %s may also %s on %s (prefixes %q)", d, name, g.action, g.resource, g.prefixes)
+			}
 		}
 	}
 	efs := parseTemplate(t, "efs")
-	for name := range functions {
+	for _, name := range efs.functionNames() {
 		for g := range efs.grants(t, name) {
 			if !strings.HasPrefix(g.action, "elasticfilesystem:") {
 				t.Errorf("efs mode: %s may %s on %s", name, g.action, g.resource)
@@ -1428,7 +1786,7 @@ func TestReferencesExistInEachMode(t *testing.T) {
 		eachString("", p.raw, func(path, v string) {
 			for _, n := range referencedNames(v) {
 				if !exists(n) {
-					t.Errorf("%s references %s, which StorageMode=%s does not create", path, n, p.mode)
+					t.Errorf("%s references %s, which %s does not create", path, n, deployment{p.mode, p.compute})
 				}
 			}
 		})
@@ -1444,18 +1802,19 @@ func TestReferencesExistInEachMode(t *testing.T) {
 			}
 			for _, d := range deps {
 				if _, ok := resources[d]; !ok {
-					t.Errorf("%s depends on %s, which StorageMode=%s does not create", name, d, p.mode)
+					t.Errorf("%s depends on %s, which %s does not create", name, d, deployment{p.mode, p.compute})
 				}
 			}
 		}
 	})
 }
 
-// vpcParameters are the parameters only efs mode uses, with their
-// CloudFormation types: plain types with empty defaults, so that a
-// litestream deployment needs no VPC (the AWS-specific types
-// List<AWS::EC2::Subnet::Id> and AWS::EC2::SecurityGroup::Id accept no
-// empty value). The rule VPCParametersInEFSMode requires them in efs mode.
+// vpcParameters are the parameters only efs mode and Compute
+// managed-instances use, with their CloudFormation types: plain types with
+// empty defaults, so that a litestream deployment on Compute lambda needs
+// no VPC (the AWS-specific types List<AWS::EC2::Subnet::Id> and
+// AWS::EC2::SecurityGroup::Id accept no empty value). The rule
+// VPCParameters requires them in efs mode and with managed-instances.
 var vpcParameters = map[string]string{
 	"SubnetIds":       "CommaDelimitedList",
 	"SecurityGroupId": "String",
@@ -1477,7 +1836,7 @@ func TestVPCParametersAreOptional(t *testing.T) {
 			if param.Description != nil {
 				desc = strings.ToLower(*param.Description)
 			}
-			for _, want := range []string{"required in efs mode", "unused in litestream mode"} {
+			for _, want := range []string{"required in efs mode", "managed-instances", "unused in litestream mode"} {
 				if !strings.Contains(desc, want) {
 					t.Errorf("%s's description %q does not say %q", name, desc, want)
 				}
@@ -1587,9 +1946,9 @@ func evalRule(expr any, parameters map[string]any, params map[string]string) (an
 	return nil, fmt.Errorf("cannot evaluate %#v", expr)
 }
 
-// failedAssertions evaluates the template's rule with StorageMode=mode and
-// the parameter values params: whether its condition applies it, and the
-// parameters of the assertions that fail.
+// failedAssertions evaluates the template's rule with the parameter values
+// params (the others at their defaults): whether its condition applies it,
+// and the parameters of the assertions that fail.
 func failedAssertions(t *testing.T, raw map[string]any, rule string, params map[string]string) (applies bool, failed []string) {
 	t.Helper()
 	parameters, _ := asMap(raw["Parameters"])
@@ -1621,9 +1980,9 @@ func failedAssertions(t *testing.T, raw map[string]any, rule string, params map[
 }
 
 // TestVPCParametersRule checks, on the template as written (the typed
-// model has no Rules, see templateRules), that a deployment in efs mode
-// fails without subnets or security group, and that one in litestream
-// mode needs neither.
+// model has no Rules, see templateRules), that a deployment in efs mode or
+// on Compute managed-instances fails without subnets or security group,
+// and that one in litestream mode on Compute lambda needs neither.
 func TestVPCParametersRule(t *testing.T) {
 	data, err := os.ReadFile(templateFile)
 	if err != nil {
@@ -1636,17 +1995,25 @@ func TestVPCParametersRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const rule = "VPCParametersInEFSMode"
+	const rule = "VPCParameters"
 	rules, _ := asMap(raw["Rules"])
 	r, ok := asMap(rules[rule])
 	if !ok {
-		t.Fatalf("template has no rule %s: an efs deployment without subnets or security group would not be refused", rule)
+		t.Fatalf("template has no rule %s: an efs or managed-instances deployment without subnets or security group would not be refused", rule)
 	}
-	wantCond := map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "StorageMode"}, "efs"}}
+	wantCond := map[string]any{"Fn::Or": []any{
+		map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "StorageMode"}, "efs"}},
+		map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "Compute"}, "managed-instances"}},
+	}}
 	if !reflect.DeepEqual(r["RuleCondition"], wantCond) {
 		t.Errorf("%s RuleCondition = %v, want %v", rule, r["RuleCondition"], wantCond)
 	}
 	const subnets, sg = "subnet-0a1,subnet-0b2", "sg-0c3"
+	managed := func(params map[string]string) map[string]string {
+		out := map[string]string{"StorageMode": "litestream", "Compute": "managed-instances"}
+		maps.Copy(out, params)
+		return out
+	}
 	cases := []struct {
 		name    string
 		params  map[string]string
@@ -1661,12 +2028,101 @@ func TestVPCParametersRule(t *testing.T) {
 		{"default mode without VPC parameters", nil, true, []string{"SecurityGroupId", "SubnetIds"}},
 		{"litestream without VPC parameters", map[string]string{"StorageMode": "litestream"}, false, nil},
 		{"litestream with VPC parameters", map[string]string{"StorageMode": "litestream", "SubnetIds": subnets, "SecurityGroupId": sg}, false, nil},
+		{"managed-instances without VPC parameters", managed(nil), true, []string{"SecurityGroupId", "SubnetIds"}},
+		{"managed-instances without security group", managed(map[string]string{"SubnetIds": subnets}), true, []string{"SecurityGroupId"}},
+		{"managed-instances without subnets", managed(map[string]string{"SecurityGroupId": sg}), true, []string{"SubnetIds"}},
+		{"managed-instances with an empty subnet", managed(map[string]string{"SubnetIds": ",subnet-0b2", "SecurityGroupId": sg}), true, []string{"SubnetIds"}},
+		{"managed-instances with VPC parameters", managed(map[string]string{"SubnetIds": subnets, "SecurityGroupId": sg}), true, nil},
+		{"managed-instances in efs mode with VPC parameters", map[string]string{"Compute": "managed-instances", "SubnetIds": subnets, "SecurityGroupId": sg}, true, nil},
 	}
 	for _, c := range cases {
 		applies, failed := failedAssertions(t, raw, rule, c.params)
 		if applies != c.applies || !slices.Equal(failed, c.failed) {
 			t.Errorf("%s: rule applies %v, fails on %v; want applies %v, fails on %v", c.name, applies, failed, c.applies, c.failed)
 		}
+	}
+}
+
+// TestManagedInstancesNeedLitestreamRule checks that the template refuses
+// Compute managed-instances in efs mode (see the rule's comment in the
+// template) and accepts it in litestream mode.
+func TestManagedInstancesNeedLitestreamRule(t *testing.T) {
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rawTemplate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rule = "ManagedInstancesNeedLitestream"
+	cases := []struct {
+		name    string
+		params  map[string]string
+		applies bool
+		failed  []string
+	}{
+		{"managed-instances in efs mode", map[string]string{"Compute": "managed-instances", "StorageMode": "efs"}, true, []string{"StorageMode"}},
+		{"managed-instances in the default mode", map[string]string{"Compute": "managed-instances"}, true, []string{"StorageMode"}},
+		{"managed-instances in litestream mode", map[string]string{"Compute": "managed-instances", "StorageMode": "litestream"}, true, nil},
+		{"lambda in efs mode", map[string]string{"Compute": "lambda", "StorageMode": "efs"}, false, nil},
+		{"defaults", nil, false, nil},
+	}
+	for _, c := range cases {
+		applies, failed := failedAssertions(t, raw, rule, c.params)
+		if applies != c.applies || !slices.Equal(failed, c.failed) {
+			t.Errorf("%s: rule applies %v, fails on %v; want applies %v, fails on %v", c.name, applies, failed, c.applies, c.failed)
+		}
+	}
+}
+
+// TestDeploymentsAreTheAcceptedCombinations checks that deployments, the
+// combinations every other test resolves the template in, are exactly the
+// combinations of StorageMode and Compute (their AllowedValues) that the
+// template's rules accept when the VPC parameters are given.
+func TestDeploymentsAreTheAcceptedCombinations(t *testing.T) {
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rawTemplate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parameters, _ := asMap(raw["Parameters"])
+	allowed := func(name string) []string {
+		p, _ := asMap(parameters[name])
+		values, _ := p["AllowedValues"].([]any)
+		var out []string
+		for _, v := range values {
+			out = append(out, fmt.Sprint(v))
+		}
+		return out
+	}
+	if got := allowed("StorageMode"); !slices.Equal(got, storageModes) {
+		t.Errorf("StorageMode AllowedValues = %v, want %v", got, storageModes)
+	}
+	if got := allowed("Compute"); !slices.Equal(got, computes) {
+		t.Errorf("Compute AllowedValues = %v, want %v", got, computes)
+	}
+	rules, _ := asMap(raw["Rules"])
+	var accepted []deployment
+	for _, mode := range allowed("StorageMode") {
+		for _, compute := range allowed("Compute") {
+			params := map[string]string{"StorageMode": mode, "Compute": compute, "SubnetIds": "subnet-0a1,subnet-0b2", "SecurityGroupId": "sg-0c3"}
+			ok := true
+			for _, rule := range slices.Sorted(maps.Keys(rules)) {
+				if _, failed := failedAssertions(t, raw, rule, params); len(failed) > 0 {
+					ok = false
+				}
+			}
+			if ok {
+				accepted = append(accepted, deployment{mode, compute})
+			}
+		}
+	}
+	if !slices.Equal(accepted, deployments) {
+		t.Errorf("the rules accept %v, the tests resolve %v", accepted, deployments)
 	}
 }
 
@@ -1724,12 +2180,15 @@ func eachString(path string, v any, fn func(path, s string)) {
 	}
 }
 
-// TestVPCParametersUsedOnlyInEFSMode checks where the resolved template
+// TestVPCParametersUsedOnlyInTheVPC checks where the resolved template
 // references the VPC parameters: in efs mode the functions' VPC
 // configuration and the two mount targets (in the first and the second
-// subnet), in litestream mode nowhere (the rule, which references them in
-// both, is not part of the resolved template, see templateRules).
-func TestVPCParametersUsedOnlyInEFSMode(t *testing.T) {
+// subnet); with Compute managed-instances the capacity provider (its
+// instances, in both subnets; the functions themselves have no VPC
+// configuration); in litestream mode with Compute lambda nowhere (the
+// rules, which reference them in every deployment, are not part of the
+// resolved template, see templateRules).
+func TestVPCParametersUsedOnlyInTheVPC(t *testing.T) {
 	want := map[string]map[string]string{
 		"efs": {
 			".Globals.Function.VpcConfig.SubnetIds[0]":             "ref:SubnetIds[0]",
@@ -1741,17 +2200,260 @@ func TestVPCParametersUsedOnlyInEFSMode(t *testing.T) {
 			".Resources.MountTargetB.Properties.SecurityGroups[0]": "ref:SecurityGroupId",
 		},
 		"litestream": {},
+		"litestream+managed-instances": {
+			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[0]":        "ref:SubnetIds[0]",
+			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[1]":        "ref:SubnetIds[1]",
+			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SecurityGroupIds[0]": "ref:SecurityGroupId",
+		},
 	}
 	eachMode(t, func(t *testing.T, p parsed) {
+		d := deployment{p.mode, p.compute}.String()
+		wanted, ok := want[d]
+		if !ok {
+			t.Fatalf("no expectation for deployment %s", d)
+		}
 		got := vpcParameterRefs(p.raw)
-		for path, v := range want[p.mode] {
+		for path, v := range wanted {
 			if got[path] != v {
 				t.Errorf("%s is %q, want %q", path, got[path], v)
 			}
 		}
 		for path, v := range got {
-			if _, ok := want[p.mode][path]; !ok {
-				t.Errorf("%s references a VPC parameter (%s) in %s mode", path, v, p.mode)
+			if _, ok := wanted[path]; !ok {
+				t.Errorf("%s references a VPC parameter (%s) in %s", path, v, d)
+			}
+		}
+	})
+}
+
+// capacityProviderTypes are the resource types of a Lambda capacity
+// provider: SAM's and CloudFormation's.
+var capacityProviderTypes = map[string]bool{
+	"AWS::Serverless::CapacityProvider": true,
+	"AWS::Lambda::CapacityProvider":     true,
+}
+
+// operatorPolicy is AWS's managed policy for the role Lambda assumes to
+// manage a capacity provider's instances.
+const operatorPolicy = "sub:arn:${AWS::Partition}:iam::aws:policy/AWSLambdaManagedEC2ResourceOperator"
+
+func TestComputeParameters(t *testing.T) {
+	p := parseTemplate(t, "litestream")
+	compute, ok := p.tpl.Parameters["Compute"]
+	if !ok {
+		t.Fatal("template has no Compute parameter")
+	}
+	var allowed []string
+	for _, v := range compute.AllowedValues {
+		allowed = append(allowed, fmt.Sprint(v))
+	}
+	if compute.Type != "String" || compute.Default != "lambda" || !slices.Equal(allowed, computes) {
+		t.Errorf("Compute: Type %q, Default %v, AllowedValues %v; want String, lambda, %v", compute.Type, compute.Default, allowed, computes)
+	}
+	if compute.Description == nil || !strings.Contains(*compute.Description, "lambda") || !strings.Contains(*compute.Description, "managed-instances") {
+		t.Errorf("Compute's description does not explain both computes: %v", compute.Description)
+	}
+	concurrency, ok := p.tpl.Parameters["PerExecutionEnvironmentMaxConcurrency"]
+	if !ok {
+		t.Fatal("template has no PerExecutionEnvironmentMaxConcurrency parameter")
+	}
+	// Lambda's bounds of PerExecutionEnvironmentMaxConcurrency: 1 to 1600.
+	if concurrency.Type != "Number" || fmt.Sprint(concurrency.Default) != "64" ||
+		concurrency.MinValue == nil || *concurrency.MinValue != 1 || concurrency.MaxValue == nil || *concurrency.MaxValue != 1600 {
+		t.Errorf("PerExecutionEnvironmentMaxConcurrency: Type %q, Default %v, MinValue %v, MaxValue %v; want Number, 64, 1, 1600",
+			concurrency.Type, concurrency.Default, concurrency.MinValue, concurrency.MaxValue)
+	}
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range computes {
+		got, err := conditionValues(data, map[string]any{"Compute": c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{"UseLambdaCompute": c == "lambda", "UseManagedInstances": c == "managed-instances"}
+		for name, v := range want {
+			if b, ok := got[name]; !ok || b != v {
+				t.Errorf("Compute=%s: condition %s = %v (defined %v), want %v", c, name, b, ok, v)
+			}
+		}
+	}
+}
+
+// TestCapacityProviderOnlyInManagedInstances checks, on the deployed
+// template (goformation knows no capacity provider, see untypedResources),
+// that only Compute managed-instances creates a capacity provider: for
+// arm64 instances in the subnets and the security group of the VPC
+// parameters, managed by a role Lambda may assume that has AWS's operator
+// policy.
+func TestCapacityProviderOnlyInManagedInstances(t *testing.T) {
+	eachMode(t, func(t *testing.T, p parsed) {
+		resources, _ := asMap(p.raw["Resources"])
+		var providers, operatorRoles []string
+		for _, name := range slices.Sorted(maps.Keys(resources)) {
+			if capacityProviderTypes[fmt.Sprint(p.resource(name)["Type"])] {
+				providers = append(providers, name)
+			}
+		}
+		for name, role := range p.tpl.GetAllIAMRoleResources() {
+			if slices.Contains(role.ManagedPolicyArns, operatorPolicy) {
+				operatorRoles = append(operatorRoles, name)
+			}
+		}
+		if p.compute != "managed-instances" {
+			if len(providers) > 0 || len(operatorRoles) > 0 {
+				t.Errorf("Compute %s creates the capacity providers %v and operator roles %v", p.compute, providers, operatorRoles)
+			}
+			return
+		}
+		if len(providers) != 1 {
+			t.Fatalf("capacity providers %v, want one", providers)
+		}
+		name := providers[0]
+		if c := p.resource(name)["Condition"]; c != "UseManagedInstances" {
+			t.Errorf("%s Condition = %v, want UseManagedInstances", name, c)
+		}
+		props := p.properties(name)
+		if got, want := getPath(props, "InstanceRequirements", "Architectures"), []any{"arm64"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s InstanceRequirements.Architectures = %v, want %v (the bootstraps are built for arm64)", name, got, want)
+		}
+		if got, want := getPath(props, "VpcConfig", "SubnetIds"), []any{"ref:SubnetIds[0]", "ref:SubnetIds[1]"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s VpcConfig.SubnetIds = %v, want the SubnetIds parameter %v", name, got, want)
+		}
+		if got, want := getPath(props, "VpcConfig", "SecurityGroupIds"), []any{"ref:SecurityGroupId"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s VpcConfig.SecurityGroupIds = %v, want the SecurityGroupId parameter %v", name, got, want)
+		}
+		if len(operatorRoles) != 1 {
+			t.Fatalf("roles with %s: %v, want one", operatorPolicy, operatorRoles)
+		}
+		roleName := operatorRoles[0]
+		if got := props["OperatorRole"]; got != "getatt:"+roleName+".Arn" {
+			t.Errorf("%s OperatorRole = %v, want the operator role %s", name, got, roleName)
+		}
+		role, err := p.tpl.GetIAMRoleWithName(roleName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if role.AWSCloudFormationCondition != "UseManagedInstances" {
+			t.Errorf("%s Condition = %q, want UseManagedInstances", roleName, role.AWSCloudFormationCondition)
+		}
+		trust, _ := asMap(role.AssumeRolePolicyDocument)
+		statements, _ := trust["Statement"].([]any)
+		trusted := false
+		for _, st := range statements {
+			s, _ := asMap(st)
+			trusted = trusted || (s["Effect"] == "Allow" && s["Action"] == "sts:AssumeRole" &&
+				reflect.DeepEqual(s["Principal"], map[string]any{"Service": "lambda.amazonaws.com"}))
+		}
+		if !trusted || len(statements) != 1 {
+			t.Errorf("%s trust policy %v: want lambda.amazonaws.com alone allowed to assume it", roleName, trust)
+		}
+		if len(role.ManagedPolicyArns) != 1 || len(role.Policies) != 0 {
+			t.Errorf("%s has the policies %v and %d inline: want %s alone", roleName, role.ManagedPolicyArns, len(role.Policies), operatorPolicy)
+		}
+	})
+}
+
+// getPath returns the value at keys under v, nil if there is none.
+func getPath(v any, keys ...string) any {
+	for _, k := range keys {
+		m, _ := asMap(v)
+		v = m[k]
+	}
+	return v
+}
+
+// TestManagedExecuteFunctionMatchesTheLambdaOne checks that the two
+// execute functions (one logical function per Compute, see the template)
+// differ only where Lambda Managed Instances need it: everything else
+// (code, environment, storage, policies, events) is the same in litestream
+// mode, so that one cannot drift from the other.
+func TestManagedExecuteFunctionMatchesTheLambdaOne(t *testing.T) {
+	lambda := parseDeployment(t, deployment{"litestream", "lambda"})
+	managed := parseDeployment(t, deployment{"litestream", "managed-instances"})
+	onlyLambda := []string{"ReservedConcurrentExecutions"}
+	onlyManaged := append(slices.Sorted(maps.Keys(untypedFunctionProperties)), "MemorySize")
+	differ := []string{"Description"}
+	copyProps := func(p parsed, name string) map[string]any {
+		props := p.properties(name)
+		if props == nil {
+			t.Fatalf("%s: no function %s", deployment{p.mode, p.compute}, name)
+		}
+		out := maps.Clone(props)
+		for _, k := range differ {
+			delete(out, k)
+		}
+		return out
+	}
+	l, m := copyProps(lambda, "ExecuteFunction"), copyProps(managed, "ExecuteManagedFunction")
+	for _, k := range onlyLambda {
+		if _, ok := l[k]; !ok {
+			t.Errorf("ExecuteFunction has no %s", k)
+		}
+		if _, ok := m[k]; ok {
+			t.Errorf("ExecuteManagedFunction has %s", k)
+		}
+		delete(l, k)
+	}
+	for _, k := range onlyManaged {
+		if _, ok := m[k]; !ok {
+			t.Errorf("ExecuteManagedFunction has no %s", k)
+		}
+		if _, ok := l[k]; ok {
+			t.Errorf("ExecuteFunction has %s", k)
+		}
+		delete(m, k)
+	}
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		if !reflect.DeepEqual(l[k], m[k]) {
+			t.Errorf("%s differs: ExecuteFunction %v, ExecuteManagedFunction %v", k, l[k], m[k])
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if _, ok := l[k]; !ok {
+			t.Errorf("ExecuteManagedFunction has %s = %v, ExecuteFunction has none", k, m[k])
+		}
+	}
+	if got, want := managed.resource("ExecuteManagedFunction")["Metadata"], lambda.resource("ExecuteFunction")["Metadata"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("Metadata: ExecuteManagedFunction %v, ExecuteFunction %v", got, want)
+	}
+}
+
+// TestCommandRouteTargetsTheExecuteFunction checks the one route written
+// into the HTTP API's definition (see the template): POST /commands/{name}
+// integrates the execute function of the deployment's Compute, and that
+// function also has it as an HttpApi event, which gives the API its invoke
+// permission. Every other route comes from the functions' events.
+func TestCommandRouteTargetsTheExecuteFunction(t *testing.T) {
+	eachMode(t, func(t *testing.T, p parsed) {
+		body, _ := asMap(p.properties("HttpApi")["DefinitionBody"])
+		if body == nil {
+			t.Fatal("HttpApi has no DefinitionBody")
+		}
+		paths, _ := asMap(body["paths"])
+		if got := slices.Sorted(maps.Keys(paths)); !slices.Equal(got, []string{handler.CommandRoute}) {
+			t.Errorf("DefinitionBody paths %v, want only %s (the others come from events)", got, handler.CommandRoute)
+		}
+		methods, _ := asMap(paths[handler.CommandRoute])
+		if got := slices.Sorted(maps.Keys(methods)); !slices.Equal(got, []string{"post"}) {
+			t.Errorf("%s methods %v, want post", handler.CommandRoute, got)
+		}
+		integration, _ := asMap(getPath(methods, "post", "x-amazon-apigateway-integration"))
+		execute := p.executeFunction()
+		want := map[string]any{
+			"type":                 "aws_proxy",
+			"httpMethod":           "POST",
+			"payloadFormatVersion": "2.0",
+			"uri":                  "sub:arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${" + execute + ".Arn}/invocations",
+		}
+		if !reflect.DeepEqual(integration, want) {
+			t.Errorf("%s integration = %v, want %v", handler.CommandRoute, integration, want)
+		}
+		route := httpRoute{http.MethodPost, handler.CommandRoute}
+		for _, name := range p.functionNames() {
+			if has := templateRoutes(t, p, name)[route]; has != (name == execute) {
+				t.Errorf("%s has the event %s: %v, want %v", name, route, has, name == execute)
 			}
 		}
 	})
