@@ -349,14 +349,6 @@ func pushIdentity(cfg config.Config) (job, instance string) {
 	return job, instance
 }
 
-// Push pushes the metrics when a gateway is configured; it never fails or
-// outlasts the push timeout.
-func (a *App) Push(ctx context.Context) {
-	if a.Pusher != nil {
-		_ = a.Pusher.Push(ctx)
-	}
-}
-
 // Close closes the databases, syncing the replicas a last time (only while
 // this instance still holds their leases) and releasing the leases. It is
 // Shutdown without a deadline.

@@ -72,9 +72,13 @@ type lifecycle struct {
 //  3. The read models are synced to their replica, if they have one and
 //     the unit may have written them (the project role, or a Scheduled
 //     unit); a Scheduled unit then runs the maintenance when due.
-//  4. The metrics are pushed, when they are pushed after every unit
-//     (the lambda shape, or EVENTCORE_PUSH_INTERVAL=0); otherwise
-//     Background pushes them on an interval.
+//  4. In the lambda shape, where an instance is frozen between
+//     invocations and nothing runs in the background, the unit that
+//     crosses EVENTCORE_PUSH_INTERVAL since the last push pushes the
+//     metrics (every unit with an interval of 0); elsewhere Background
+//     pushes them on the interval. Counters and histograms are cumulative,
+//     so a unit that does not push loses nothing: the next push carries
+//     its increments. A dead gateway is backed off (see metrics.Pusher).
 //
 // Do returns work's error. It is safe for concurrent use.
 func (a *App) Do(ctx context.Context, kind Work, work func(context.Context) error) error {
@@ -89,8 +93,8 @@ func (a *App) Do(ctx context.Context, kind Work, work func(context.Context) erro
 		}
 	}
 	a.life.swap.RUnlock()
-	if a.pushEach() {
-		a.Push(ctx)
+	if a.Pusher != nil && a.pushInUnits() {
+		_ = a.Pusher.PushIfDue(ctx, a.Config.PushInterval)
 	}
 	return err
 }
@@ -136,12 +140,11 @@ func (a *App) maintenanceDue() bool {
 	return true
 }
 
-// pushEach reports whether the metrics are pushed after every unit of
-// work: in the lambda shape, where an instance is frozen between
-// invocations and no background push could run, and whenever
-// EVENTCORE_PUSH_INTERVAL is 0.
-func (a *App) pushEach() bool {
-	return a.Pusher != nil && (a.Config.PushInterval == 0 || a.Config.OnLambda && a.Config.MaxConcurrency <= 1)
+// pushInUnits reports whether the units of work push the metrics (step 4
+// of Do) rather than Background: in the lambda shape, and whenever
+// EVENTCORE_PUSH_INTERVAL is 0 (a push after every unit).
+func (a *App) pushInUnits() bool {
+	return a.Config.PushInterval == 0 || a.Config.OnLambda && a.Config.MaxConcurrency <= 1
 }
 
 // Background does the instance's work that belongs to no unit, until ctx
@@ -149,7 +152,7 @@ func (a *App) pushEach() bool {
 // Instances, the local runner), it pushes them every
 // EVENTCORE_PUSH_INTERVAL. It returns at once when there is nothing to do.
 func (a *App) Background(ctx context.Context) {
-	if a.Pusher == nil || a.pushEach() {
+	if a.Pusher == nil || a.pushInUnits() {
 		return
 	}
 	ticker := time.NewTicker(a.Config.PushInterval)
@@ -159,7 +162,7 @@ func (a *App) Background(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			a.Push(ctx)
+			_ = a.Pusher.Push(ctx)
 		}
 	}
 }

@@ -125,6 +125,7 @@ func TestPushWhileProjectionsAreLocked(t *testing.T) {
 	})
 
 	unlock()
+	time.Sleep(metrics.MinPushBackoff) // the failed push backs the next off
 	if err := a.Pusher.Push(context.Background()); err != nil {
 		t.Fatalf("push after the lock was released: %v", err)
 	}

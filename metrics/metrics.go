@@ -58,6 +58,7 @@ type Metrics struct {
 	storeSeconds   *prometheus.HistogramVec
 	conflicts      prometheus.Counter
 	retries        prometheus.Counter
+	pushFailures   prometheus.Counter
 	applied        *prometheus.CounterVec
 
 	mu      sync.Mutex
@@ -136,8 +137,11 @@ func New(src Sources) *Metrics {
 	m.applied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eventcore_projection_events_applied_total", Help: "Events applied by each projection in this instance.",
 	}, []string{"projection"})
+	m.pushFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "eventcore_metrics_push_failures_total", Help: "Pushes to the Pushgateway that failed (they reach it with the next push that succeeds).",
+	})
 	m.Registry.MustRegister(m.commands, m.commandSeconds, m.attempts, m.eventsWritten, m.storeSeconds,
-		m.conflicts, m.retries, m.applied,
+		m.conflicts, m.retries, m.applied, m.pushFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
