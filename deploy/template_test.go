@@ -1493,8 +1493,18 @@ func checkLitestreamDeployment(t *testing.T, efs, p parsed) {
 
 // TestConfigAcceptsTheEnvironment loads the configuration of each function
 // in each mode as the Lambda runtime would, with the bucket's name in place
-// of its reference.
+// of its reference and each parameter's default in place of a reference to
+// it.
 func TestConfigAcceptsTheEnvironment(t *testing.T) {
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rawTemplate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, _ := asMap(raw["Parameters"])
 	eachMode(t, func(t *testing.T, p parsed) {
 		for _, name := range p.functionNames() {
 			env := p.environment(p.function(t, name))
@@ -1502,6 +1512,14 @@ func TestConfigAcceptsTheEnvironment(t *testing.T) {
 			for k, v := range env {
 				if after, ok := strings.CutPrefix(v, "sub:"); ok {
 					env[k] = strings.ReplaceAll(after, "${ReplicaBucket}", "example-replica-bucket")
+				}
+				if param, ok := strings.CutPrefix(v, "ref:"); ok {
+					decl, _ := asMap(params[param])
+					def, ok := decl["Default"].(string)
+					if !ok {
+						t.Fatalf("%s: %s refers to %s, which is no parameter with a default", name, k, param)
+					}
+					env[k] = def
 				}
 			}
 			c, err := config.Load(func(k string) string { return env[k] })
