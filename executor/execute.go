@@ -26,6 +26,17 @@ import (
 //
 // Execute is safe for concurrent use; cmd must not be changed while it runs.
 func Execute[S, E any](ctx context.Context, store eventlog.Store, codec *Codec[E], cmd Command[S, E], opts Options) (Result, error) {
+	if opts.Admission != nil {
+		began := time.Now()
+		release, err := opts.Admission.Admit(ctx, cmd.Streams())
+		if err != nil {
+			return Result{}, err
+		}
+		defer release()
+		if opts.OnAdmit != nil {
+			opts.OnAdmit(time.Since(began))
+		}
+	}
 	snapshots, canSnapshot := store.(eventlog.SnapshotStore)
 	m := newMachine(codec, cmd, opts, canSnapshot)
 	eff := m.start()

@@ -47,6 +47,11 @@ type Options struct {
 	// eventlog.SnapshotStore. 0 is DefaultSnapshotThreshold; negative
 	// disables snapshots.
 	SnapshotThreshold int
+	// Admission, when set, orders this command after the commands of this
+	// process whose declared streams overlap its own (see Admission).
+	// OnAdmit, when set, is told how long the command waited for it.
+	Admission *Admission
+	OnAdmit   func(wait time.Duration)
 }
 
 // DefaultSnapshotThreshold is the default of Options.SnapshotThreshold.

@@ -53,6 +53,10 @@ type ExecuteOptions struct {
 	SnapshotThreshold int                  // 0 = executor default; negative disables
 	Logger            *slog.Logger         // nil = slog.Default()
 	Observer          CommandObserver      // nil for none
+	// Admission orders the commands of this process whose declared
+	// streams overlap, so that they do not fail each other's version
+	// checks (see executor.Admission); nil = one of the handler's own.
+	Admission *executor.Admission
 	// Durable, when set, is called after every command that succeeded
 	// (whether it recorded events, found its idempotency key already
 	// recorded, or decided nothing) or was refused by a business rule
@@ -73,6 +77,9 @@ type CommandObserver interface {
 	ObserveCommand(command, outcome string, took time.Duration, attempts, events int)
 	// ObserveRetry reports a retry after a version conflict.
 	ObserveRetry()
+	// ObserveAdmission reports how long a command waited for the commands
+	// ahead of it on its streams (see ExecuteOptions.Admission).
+	ObserveAdmission(wait time.Duration)
 }
 
 // Command outcomes reported to a CommandObserver.
@@ -90,10 +97,14 @@ func NewExecute(reg *Registry, store eventlog.Store, opts ExecuteOptions) *Execu
 	}
 	x := &Execute{
 		reg: reg, store: store, log: opts.Logger, observer: opts.Observer, durable: opts.Durable,
-		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold},
+		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold, Admission: opts.Admission},
+	}
+	if x.options.Admission == nil {
+		x.options.Admission = executor.NewAdmission()
 	}
 	if opts.Observer != nil {
 		x.options.OnRetry = func(executor.RetryInfo) { opts.Observer.ObserveRetry() }
+		x.options.OnAdmit = opts.Observer.ObserveAdmission
 	}
 	return x
 }

@@ -59,6 +59,7 @@ type Metrics struct {
 	conflicts      prometheus.Counter
 	retries        prometheus.Counter
 	pushFailures   prometheus.Counter
+	admissionWait  prometheus.Histogram
 	applied        *prometheus.CounterVec
 
 	mu      sync.Mutex
@@ -137,11 +138,16 @@ func New(src Sources) *Metrics {
 	m.applied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eventcore_projection_events_applied_total", Help: "Events applied by each projection in this instance.",
 	}, []string{"projection"})
+	m.admissionWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "eventcore_admission_wait_seconds",
+		Help:    "Time a command waited for the commands ahead of it on its streams in this instance.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
 	m.pushFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "eventcore_metrics_push_failures_total", Help: "Pushes to the Pushgateway that failed (they reach it with the next push that succeeds).",
 	})
 	m.Registry.MustRegister(m.commands, m.commandSeconds, m.attempts, m.eventsWritten, m.storeSeconds,
-		m.conflicts, m.retries, m.applied, m.pushFailures,
+		m.conflicts, m.retries, m.applied, m.pushFailures, m.admissionWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
@@ -167,6 +173,9 @@ func (m *Metrics) ObserveCommand(command, outcome string, took time.Duration, at
 
 // ObserveRetry counts a retry after a version conflict.
 func (m *Metrics) ObserveRetry() { m.retries.Inc() }
+
+// ObserveAdmission records how long a command waited for admission.
+func (m *Metrics) ObserveAdmission(wait time.Duration) { m.admissionWait.Observe(wait.Seconds()) }
 
 // ObserveApplied counts events applied by a projection.
 // A call, even with n = 0, marks this instance as one that runs

@@ -447,7 +447,7 @@ func TestAppendsDoNotWaitForASyncInFlight(t *testing.T) {
 	}
 	synced := make(chan error, 1)
 	go func() { synced <- n.w.Sync(ctx) }() // uploads, slowly
-	time.Sleep(50 * time.Millisecond)      // the sync is in flight
+	time.Sleep(50 * time.Millisecond)       // the sync is in flight
 
 	const appends = 20
 	for i := range appends {
