@@ -436,6 +436,20 @@ func dropUntyped(tpl map[string]any) error {
 	return nil
 }
 
+// readRawTemplate reads the template file as rawTemplate does.
+func readRawTemplate(t *testing.T) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rawTemplate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 // rawTemplate returns the template as written, with the short forms of
 // intrinsic functions in long form and no intrinsic function evaluated.
 func rawTemplate(data []byte) (map[string]any, error) {
@@ -1496,14 +1510,7 @@ func checkLitestreamDeployment(t *testing.T, efs, p parsed) {
 // of its reference and each parameter's default in place of a reference to
 // it.
 func TestConfigAcceptsTheEnvironment(t *testing.T) {
-	data, err := os.ReadFile(templateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := rawTemplate(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readRawTemplate(t)
 	params, _ := asMap(raw["Parameters"])
 	eachMode(t, func(t *testing.T, p parsed) {
 		for _, name := range p.functionNames() {
@@ -2065,14 +2072,7 @@ func TestVPCParametersRule(t *testing.T) {
 // Compute managed-instances in efs mode (see the rule's comment in the
 // template) and accepts it in litestream mode.
 func TestManagedInstancesNeedLitestreamRule(t *testing.T) {
-	data, err := os.ReadFile(templateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := rawTemplate(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readRawTemplate(t)
 	const rule = "ManagedInstancesNeedLitestream"
 	cases := []struct {
 		name    string
@@ -2099,14 +2099,7 @@ func TestManagedInstancesNeedLitestreamRule(t *testing.T) {
 // combinations of StorageMode and Compute (their AllowedValues) that the
 // template's rules accept when the VPC parameters are given.
 func TestDeploymentsAreTheAcceptedCombinations(t *testing.T) {
-	data, err := os.ReadFile(templateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := rawTemplate(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readRawTemplate(t)
 	parameters, _ := asMap(raw["Parameters"])
 	allowed := func(name string) []string {
 		p, _ := asMap(parameters[name])
