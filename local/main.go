@@ -58,12 +58,7 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	if err != nil {
 		return err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			_ = a.Close()
-		}
-	}()
+	defer func() { _ = a.Close() }() // after Shutdown below, a no-op
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -92,7 +87,6 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	<-projections
 	// The metrics group is deleted (a stopped runner's must not linger),
 	// the replicas synced a last time and their leases released.
-	closed = true
 	if err := a.Shutdown(shutdown); err != nil {
 		logger.Warn("shutdown", "error", err.Error())
 	}
