@@ -80,7 +80,9 @@ func (a *App) lambdaHandler(pick func(*App) InvokeFunc) InvokeFunc {
 			_ = json.Unmarshal(payload, &m)
 		}
 		if m.Maintenance {
-			if err := a.Do(ctx, Maintenance, a.Maintain); err != nil {
+			err := a.Do(ctx, Maintenance, a.Maintain)
+			a.holdIfStopping()
+			if err != nil {
 				return nil, err
 			}
 			return map[string]bool{"maintained": true}, nil
@@ -95,6 +97,19 @@ func (a *App) lambdaHandler(pick func(*App) InvokeFunc) InvokeFunc {
 			out, err = pick(a)(ctx, payload)
 			return err
 		})
+		a.holdIfStopping()
 		return out, err
+	}
+}
+
+// holdIfStopping never returns once Shutdown has begun. The runtime has
+// then given up the invocations in flight (their callers were answered
+// that the environment shut down), and answers the post of their
+// responses with an error, on which aws-lambda-go ends the process at
+// once, cutting the shutdown short before the lease is released. The
+// process ends when RunLambda returns.
+func (a *App) holdIfStopping() {
+	if a.life.stopping.Load() {
+		select {}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eventcore-go/eventcore/internal/turns"
@@ -56,6 +57,7 @@ type lifecycle struct {
 
 	shutdown sync.Once
 	shutErr  error
+	stopping atomic.Bool // Shutdown has begun
 }
 
 // Do runs work as one unit of this instance's life: a Lambda invocation
@@ -179,6 +181,7 @@ func (a *App) Background(ctx context.Context) {
 // it returns the errors of closing.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.life.shutdown.Do(func() {
+		a.life.stopping.Store(true)
 		drained := make(chan struct{})
 		go func() {
 			a.life.swap.Lock() // never unlocked: nothing runs after shutdown

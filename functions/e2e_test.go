@@ -101,8 +101,68 @@ var client = &http.Client{Timeout: 20 * time.Second}
 // is retried with new ports.
 func startFunction(t testing.TB, fn, label string, env map[string]string) *function {
 	t.Helper()
+	return startInstance(t, fn, label, 0, env)
+}
+
+// startManaged is startFunction in the emulator's managed-instances mode
+// (Lambda Managed Instances): one execution environment runs concurrency
+// invocations at once, and the emulator answers 400 Runtime.Unavailable
+// (function.send resends) while all of them are busy. The emulator
+// runs the runtime as uid 993, so the directories of env's files must be
+// open to that user (see sharedDir). In this mode the emulator takes the
+// bootstrap only from /var/task (or /var/runtime, /opt) and needs
+// /var/task as its working directory: each instance runs in a private
+// mount namespace with a copy of the bootstrap bind-mounted there, which
+// needs root; without root the test skips. The namespace is also a PID
+// namespace whose first process is the emulator, so no runtime outlives
+// it.
+func startManaged(t testing.TB, fn, label string, concurrency int, env map[string]string) *function {
+	t.Helper()
+	requireManaged(t)
+	return startInstance(t, fn, label, concurrency, env)
+}
+
+// requireManaged skips the test unless managed-instances mode can run
+// here (root and unshare, besides the binaries).
+func requireManaged(t testing.TB) {
+	t.Helper()
+	requireBinaries(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the emulator's managed-instances mode needs root (a private mount namespace with the bootstrap on /var/task); CI runs as root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("the emulator's managed-instances mode needs unshare (util-linux) for a private mount namespace")
+	}
+}
+
+// sharedDir is a new empty directory that the runtime's user (uid 993 in
+// managed-instances mode) may write, removed when the test ends;
+// t.TempDir is open to its owner only.
+func sharedDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "eventcore-managed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// managedScript runs in the private namespaces: it mounts the directory
+// $1 (holding the bootstrap) on /var/task and execs the emulator (the rest
+// of the arguments) there, so that it is the namespace's first process and
+// receives the signals sent to the process group.
+const managedScript = `mkdir -p /var/task && mount --bind "$1" /var/task && cd /var/task && shift && exec "$@"`
+
+// startInstance starts fn with concurrency invocations at once (0: the
+// emulator's default mode, one at a time).
+func startInstance(t testing.TB, fn, label string, concurrency int, env map[string]string) *function {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		f, err := launch(t, fn, label, env)
+		f, err := launch(t, fn, label, concurrency, env)
 		if err == nil {
 			return f
 		}
@@ -112,19 +172,33 @@ func startFunction(t testing.TB, fn, label string, env map[string]string) *funct
 	}
 }
 
-func launch(t testing.TB, fn, label string, env map[string]string) (*function, error) {
+func launch(t testing.TB, fn, label string, concurrency int, env map[string]string) (*function, error) {
 	t.Helper()
 	rie, dist := requireBinaries(t)
 	invokeAddr, runtimeAddr := freeAddr(t), freeAddr(t)
 	for runtimeAddr == invokeAddr {
 		runtimeAddr = freeAddr(t)
 	}
-	cmd := exec.Command(rie,
-		"--runtime-interface-emulator-address", invokeAddr,
-		"--runtime-api-address", runtimeAddr,
-		filepath.Join(dist, fn, "bootstrap"))
+	args := []string{"--runtime-interface-emulator-address", invokeAddr, "--runtime-api-address", runtimeAddr}
+	bootstrap := filepath.Join(dist, fn, "bootstrap")
+	cmd := exec.Command(rie, append(args, bootstrap)...)
+	if concurrency > 0 {
+		// A copy: a rebuild of dist/ during the test changes nothing.
+		task := t.TempDir()
+		if err := copyExecutable(bootstrap, filepath.Join(task, "bootstrap")); err != nil {
+			return nil, fmt.Errorf("%s: %w", label, err)
+		}
+		if err := os.Chmod(task, 0o755); err != nil {
+			return nil, err
+		}
+		argv := append([]string{"--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", managedScript, "sh", task, rie}, args...)
+		cmd = exec.Command("unshare", append(argv, "/var/task/bootstrap")...)
+	}
 	cmd.Dir = t.TempDir()
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir}
+	if concurrency > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("AWS_LAMBDA_MAX_CONCURRENCY=%d", concurrency))
+	}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -174,6 +248,15 @@ func launch(t testing.TB, fn, label string, env map[string]string) (*function, e
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// copyExecutable copies the file src to dst with mode 0755.
+func copyExecutable(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
 }
 
 // invoke posts one event to the emulator and returns its status and body.

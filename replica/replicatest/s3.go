@@ -1,7 +1,8 @@
 // Package replicatest runs an in-process S3 server (gofakes3) for tests of
 // S3 replicas, with a switch that makes it answer every request with 503
-// as an unreachable bucket would, and Amazon S3's answer (404) to a
-// conditional PUT on a missing key.
+// as an unreachable bucket would, a delay added to every request as a
+// bucket in another region (or Amazon S3's own latency) would add, and
+// Amazon S3's answer (404) to a conditional PUT on a missing key.
 package replicatest
 
 import (
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -22,6 +24,7 @@ const Bucket = "eventcore"
 type S3 struct {
 	Endpoint string // http://127.0.0.1:port
 	down     atomic.Bool
+	delay    atomic.Int64 // time.Duration added to every request
 }
 
 // StartS3 starts a server that stops with the test. It sets the AWS
@@ -39,6 +42,15 @@ func StartS3(t testing.TB) *S3 {
 	s := &S3{}
 	api := faker.Server()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := time.Duration(s.delay.Load()); d > 0 {
+			timer := time.NewTimer(d)
+			select {
+			case <-timer.C:
+			case <-r.Context().Done(): // the client gave up
+				timer.Stop()
+				return
+			}
+		}
 		if s.down.Load() {
 			http.Error(w, "<Error><Code>ServiceUnavailable</Code><Message>down for a test</Message></Error>", http.StatusServiceUnavailable)
 			return
@@ -99,3 +111,12 @@ func (s *S3) URL(path string) string {
 
 // SetDown makes the server answer 503 to everything (true) or serve again.
 func (s *S3) SetDown(down bool) { s.down.Store(down) }
+
+// SetDelay makes the server wait d before it serves (or, while down,
+// refuses) each request that arrives from now on, as the round trip to a
+// real bucket would; requests wait concurrently, so it adds latency, not a
+// limit on throughput. A request whose client gives up while it waits is
+// dropped unanswered. Zero, the default, serves at once; a negative d is
+// taken as zero. Safe for concurrent use; call it right after StartS3 to
+// delay every request of a test.
+func (s *S3) SetDelay(d time.Duration) { s.delay.Store(int64(max(d, 0))) }
