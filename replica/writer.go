@@ -94,6 +94,7 @@ func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{opts: opts, client: client, lease: lease}
+	w.syncs.Gather = true
 	// Nothing to compare yet: reconcile makes the file the replica's head.
 	if err := lease.hold(ctx, opts.SyncTimeout, func(context.Context) error { return nil }); err != nil {
 		if !opts.StartWithoutLease || !errors.Is(err, eventlog.ErrNotWriter) {

@@ -10,12 +10,24 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Group runs fn for its callers in turns. The zero value is ready to use;
 // a Group must not be copied after first use. It is safe for concurrent
 // use.
 type Group struct {
+	// Gather, when set, lets a run start a little later to answer more
+	// calls at once: when the last run answered several calls, the next
+	// one waits until as many calls have been made since the last run
+	// ended, or a quarter of the last run's duration has passed, whichever
+	// comes first. Under a steady load of N concurrent callers, each of
+	// which calls again soon after its answer, a run then answers the
+	// calls of the callers the last run released, instead of leaving them
+	// for the run after; a lone caller never waits. Set it before first
+	// use.
+	Gather bool
+
 	mu       sync.Mutex
 	tickets  uint64        // calls made
 	covered  uint64        // highest call answered by a successful run
@@ -24,6 +36,11 @@ type Group struct {
 	running  bool          // a run is in progress
 	done     chan struct{} // closed when the running run ends
 	runs     uint64        // runs made
+
+	lastCover uint64        // the last call the last run answered
+	lastBatch uint64        // how many calls it answered
+	lastTook  time.Duration // how long it ran
+	wake      chan struct{} // closed by the next call, while a run gathers
 }
 
 // Do returns when a run of fn that started after this call was made has
@@ -41,6 +58,10 @@ func (g *Group) Do(ctx context.Context, what string, fn func(context.Context) er
 	g.mu.Lock()
 	g.tickets++
 	ticket := g.tickets
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
 	for {
 		switch {
 		case g.covered >= ticket:
@@ -61,12 +82,44 @@ func (g *Group) Do(ctx context.Context, what string, fn func(context.Context) er
 			g.mu.Lock()
 			continue
 		}
-		cover := g.tickets
 		g.running, g.done = true, make(chan struct{})
+		g.gather()
+		cover := g.tickets
 		g.mu.Unlock()
+		began := time.Now()
 		err := g.lead(ctx, what, cover, fn)
 		g.mu.Lock()
+		g.lastTook = time.Since(began)
 		g.end(cover, err)
+	}
+}
+
+// gather waits, as Gather says, for calls to join the run about to start;
+// g.mu is held, and held again when it returns.
+func (g *Group) gather() {
+	if !g.Gather || g.lastBatch < 2 {
+		return
+	}
+	want := g.lastCover + g.lastBatch
+	deadline := time.Now().Add(g.lastTook / 4)
+	for g.tickets < want {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		wake := make(chan struct{})
+		g.wake = wake
+		g.mu.Unlock()
+		timer := time.NewTimer(left)
+		select {
+		case <-wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+		g.mu.Lock()
+		if g.wake == wake {
+			g.wake = nil
+		}
 	}
 }
 
@@ -85,6 +138,7 @@ func (g *Group) lead(ctx context.Context, what string, cover uint64, fn func(con
 
 // end records a run's outcome; g.mu is held.
 func (g *Group) end(cover uint64, err error) {
+	g.lastBatch, g.lastCover = cover-g.lastCover, cover
 	if err == nil {
 		g.covered = max(g.covered, cover)
 	} else {

@@ -101,3 +101,36 @@ func TestTheRunIsDetachedFromItsLeadersCancellation(t *testing.T) {
 		t.Fatal("the run saw its leader's cancellation")
 	}
 }
+
+// With Gather, the callers a run released are answered together by the
+// next run instead of being split across two: steady callers need about
+// one run per round of calls.
+func TestGatherAnswersTheReturningCallersTogether(t *testing.T) {
+	const callers, rounds = 8, 20
+	runs := map[bool]uint64{}
+	for _, gather := range []bool{false, true} {
+		g := Group{Gather: gather}
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for range rounds {
+					if err := g.Do(context.Background(), "test", func(context.Context) error {
+						time.Sleep(10 * time.Millisecond) // a round trip
+						return nil
+					}); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		runs[gather] = g.Runs()
+	}
+	t.Logf("runs for %d callers x %d rounds: %d without gathering, %d with", callers, rounds, runs[false], runs[true])
+	if runs[true] > rounds+rounds/4 {
+		t.Errorf("%d runs with Gather for %d rounds of %d callers, want about one run a round", runs[true], rounds, callers)
+	}
+	if runs[true] >= runs[false] {
+		t.Errorf("Gather made %d runs, no fewer than %d without it", runs[true], runs[false])
+	}
+}
