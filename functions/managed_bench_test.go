@@ -35,7 +35,9 @@ import (
 //   - 409/op: the share of transfers answered 409 concurrency (the
 //     executor's retries ran out);
 //   - resends/op: Runtime.Unavailable answers (every worker busy, where
-//     Lambda would throttle) resent per transfer.
+//     Lambda would throttle) resent per transfer;
+//   - commands/sync (mode=litestream): transfers per S3 upload, that is
+//     how many commands one replica sync covered.
 //
 // Any other answer fails the benchmark. The last sub-benchmark logs the
 // issue's goals beside the figures: litestream@64 at least 12 times
@@ -69,7 +71,12 @@ func BenchmarkManagedInstances(b *testing.B) {
 				}
 				bk := newBank("bench", 100, 10_000)
 				bk.open(b, f, min(concurrency, 16))
+				puts := s3.Puts()
 				throughput[name] = measureTransfers(b, f, bk, concurrency)
+				if mode == "litestream" {
+					// One upload per sync (and a lease renewal now and then).
+					b.ReportMetric(float64(b.N)/float64(s3.Puts()-puts), "commands/sync")
+				}
 				if mode == "litestream" && concurrency == 64 {
 					logGoals(b, throughput)
 				}

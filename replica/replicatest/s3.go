@@ -25,6 +25,7 @@ type S3 struct {
 	Endpoint string // http://127.0.0.1:port
 	down     atomic.Bool
 	delay    atomic.Int64 // time.Duration added to every request
+	puts     atomic.Int64 // PUT requests served
 }
 
 // StartS3 starts a server that stops with the test. It sets the AWS
@@ -42,6 +43,9 @@ func StartS3(t testing.TB) *S3 {
 	s := &S3{}
 	api := faker.Server()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			s.puts.Add(1)
+		}
 		if d := time.Duration(s.delay.Load()); d > 0 {
 			timer := time.NewTimer(d)
 			select {
@@ -120,3 +124,7 @@ func (s *S3) SetDown(down bool) { s.down.Store(down) }
 // taken as zero. Safe for concurrent use; call it right after StartS3 to
 // delay every request of a test.
 func (s *S3) SetDelay(d time.Duration) { s.delay.Store(int64(max(d, 0))) }
+
+// Puts returns how many PUT requests (uploads, lease writes) the server
+// has received: with one upload per sync, how many syncs a load cost.
+func (s *S3) Puts() int64 { return s.puts.Load() }
