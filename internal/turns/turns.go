@@ -20,7 +20,7 @@ type Group struct {
 	// Gather, when set, lets a run start a little later to answer more
 	// calls at once: when the last run answered several calls, the next
 	// one waits until as many calls have been made since the last run
-	// ended, or a quarter of the last run's duration has passed, whichever
+	// ended, or half the last run's duration has passed, whichever
 	// comes first. Under a steady load of N concurrent callers, each of
 	// which calls again soon after its answer, a run then answers the
 	// calls of the callers the last run released, instead of leaving them
@@ -101,7 +101,7 @@ func (g *Group) gather() {
 		return
 	}
 	want := g.lastCover + g.lastBatch
-	deadline := time.Now().Add(g.lastTook / 4)
+	deadline := time.Now().Add(g.lastTook / 2)
 	for g.tickets < want {
 		left := time.Until(deadline)
 		if left <= 0 {
