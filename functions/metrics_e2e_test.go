@@ -463,3 +463,53 @@ func BenchmarkInvokeWithPush(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestManagedInstancesPushOnAnInterval runs the execute function in the
+// managed-instances shape: there one background goroutine pushes every
+// EVENTCORE_PUSH_INTERVAL, so the gateway reaches the exact counts an
+// interval after the last command without any further invocation, and
+// SIGTERM deletes the instance's group.
+func TestManagedInstancesPushOnAnInterval(t *testing.T) {
+	requireManaged(t)
+	t.Parallel()
+	gateway := metricstest.StartPushgateway(t)
+	f := startManaged(t, "execute", "execute (managed, pushing)", 4,
+		lambdaEnv(sharedDir(t), gateway, executeJob, executeStreamA, "EVENTCORE_PUSH_INTERVAL", pushInterval.String()))
+	command(t, f, "open-account", `{"account":"alice","owner":"Alice"}`, http.StatusOK)
+	command(t, f, "deposit", `{"account":"alice","amount":10}`, http.StatusOK)
+	command(t, f, "deposit", `{"account":"alice","amount":5}`, http.StatusOK)
+	want := []sample{
+		{"eventcore_commands_total", l("command", "open-account", "outcome", "ok"), 1},
+		{"eventcore_commands_total", l("command", "deposit", "outcome", "ok"), 2},
+		{"eventcore_events_written_total", nil, 3},
+		{"eventcore_metrics_push_failures_total", nil, 0},
+	}
+	deadline := time.Now().Add(10 * pushInterval)
+	for {
+		families := gatewayFamilies(t, gateway)
+		reached := true
+		for _, s := range want {
+			labels := l("job", executeJob, "instance", executeStreamA)
+			for k, v := range s.labels {
+				labels[k] = v
+			}
+			if got, ok := metricstest.Value(families, s.name, labels); !ok || got != s.want {
+				reached = false
+			}
+		}
+		if reached {
+			break
+		}
+		if time.Now().After(deadline) {
+			wantSeries(t, families, executeJob, executeStreamA, want)
+			t.Fatalf("the gateway did not reach the counts within %s of the last command", 10*pushInterval)
+		}
+		time.Sleep(pushInterval / 3)
+	}
+	if !f.stop() {
+		t.Fatal("the emulator did not stop within 5 s of SIGTERM")
+	}
+	if left := seriesOf(gatewayFamilies(t, gateway), l("job", executeJob, "instance", executeStreamA)); len(left) != 0 {
+		t.Fatalf("after the instance stopped the gateway still holds its series %q", left)
+	}
+}
