@@ -89,8 +89,9 @@ type Result struct {
 	Duplicate bool
 	// Replayed is how many recorded events the last attempt read and
 	// folded: the whole history on a cold start, the new events on a
-	// partial cache hit, none on a full hit.
-	Replayed int
+	// partial cache hit, none on a full hit. Folded counts them over
+	// every attempt.
+	Replayed, Folded int
 	// Cache says how the last attempt used the cache: "" without one,
 	// "hit", "partial", "miss" or "snapshot" (started from a snapshot).
 	Cache string
@@ -145,10 +146,12 @@ type machine[S, E any] struct {
 	key          string                     // cache key: command, state type, declared streams
 	snapshots    bool                       // the command and the store support snapshots
 	snapTried    bool                       // a snapshot was looked up already
+	snapEntry    *cache.Entry               // the snapshot found, for the retries
 	entry        cache.Entry                // the entry being probed
 	fromCache    bool                       // entry came from the cache (not a snapshot)
 	catchUp      []eventlog.ExpectedVersion // streams to read after their cached version
 	replayed     int                        // events folded this attempt
+	folded       int                        // events folded by every attempt
 	cacheOutcome string
 	result       Result // kept while a snapshot is saved
 
@@ -276,6 +279,11 @@ func (m *machine[S, E]) beginAttempt() effect {
 		m.snapTried = true
 		return effect{kind: effectLoadSnapshot, key: m.snapshotKey()}
 	}
+	if m.snapEntry != nil {
+		// A retry starts from the snapshot the first attempt found (its
+		// streams are probed and caught up), not from the first event.
+		return m.useEntry(*m.snapEntry, false)
+	}
 	return m.coldStart()
 }
 
@@ -306,7 +314,8 @@ func (m *machine[S, E]) snapshotLoaded(snap eventlog.Snapshot, found bool, err e
 	if err != nil || !found || snap.Key != m.snapshotKey() {
 		return m.coldStart()
 	}
-	return m.useEntry(cache.Entry{Streams: snap.Streams, State: snap.State}, false)
+	m.snapEntry = &cache.Entry{Streams: snap.Streams, State: snap.State}
+	return m.useEntry(*m.snapEntry, false)
 }
 
 // useEntry decodes a cached or snapshot state and probes its streams. An
@@ -449,6 +458,7 @@ func (m *machine[S, E]) fold(r eventlog.Record) error {
 	m.cmd.Apply(&m.state, ev)
 	m.read[m.reading] = r.Version
 	m.replayed++
+	m.folded++
 	return nil
 }
 
@@ -521,7 +531,7 @@ func (m *machine[S, E]) decide() effect {
 
 // outcome is the result so far of this attempt.
 func (m *machine[S, E]) outcome() Result {
-	return Result{Attempts: m.attempt, Replayed: m.replayed, Cache: m.cacheOutcome}
+	return Result{Attempts: m.attempt, Replayed: m.replayed, Folded: m.folded, Cache: m.cacheOutcome}
 }
 
 // appended takes the outcome of effectAppend.

@@ -273,7 +273,7 @@ func TestMachineStepByStep(t *testing.T) {
 	}
 	res, _ := accept(eff.request)
 	eff = m.appended(res, nil)
-	if !reflect.DeepEqual(eff, done(Result{Attempts: 1, Events: res.Records, Replayed: 2}, nil)) {
+	if !reflect.DeepEqual(eff, done(Result{Attempts: 1, Events: res.Records, Replayed: 2, Folded: 2}, nil)) {
 		t.Fatalf("after append: %+v", eff)
 	}
 }
@@ -447,7 +447,7 @@ func TestMachineAppendRequest(t *testing.T) {
 		t.Errorf("the request is not valid: %v", err)
 	}
 	recorded, _ := accept(want)
-	if !reflect.DeepEqual(res, Result{Attempts: 1, Events: recorded.Records, Replayed: 5}) {
+	if !reflect.DeepEqual(res, Result{Attempts: 1, Events: recorded.Records, Replayed: 5, Folded: 5}) {
 		t.Errorf("result %+v", res)
 	}
 }
@@ -598,7 +598,7 @@ func TestMachineBusinessError(t *testing.T) {
 		t.Fatalf("err %v, want errLimit as it is", err)
 	}
 	w.wantTrace("read A", "done")
-	if !reflect.DeepEqual(res, Result{Attempts: 1, Replayed: 3}) {
+	if !reflect.DeepEqual(res, Result{Attempts: 1, Replayed: 3, Folded: 3}) {
 		t.Errorf("result %+v", res)
 	}
 }
@@ -611,7 +611,7 @@ func TestMachineNothingToAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.wantTrace("read A", "read B", "done")
-	if !reflect.DeepEqual(res, Result{Attempts: 1, Replayed: 3}) {
+	if !reflect.DeepEqual(res, Result{Attempts: 1, Replayed: 3, Folded: 3}) {
 		t.Errorf("result %+v, want Attempts 1 and the 3 events replayed", res)
 	}
 	if len(seen) != 1 || seen[0].Total != 3 {

@@ -450,3 +450,46 @@ func TestWarmConcurrentInstances(t *testing.T) {
 		t.Logf("cache %d: %+v", ci, st)
 	}
 }
+
+// Without a cache and without admission, concurrent deposits on one long
+// stream conflict and retry; every attempt, retries included, starts from
+// the snapshot (caught up from it), so the events folded per command stay
+// near the snapshot threshold instead of the stream's length.
+func TestRetriesStartFromTheSnapshot(t *testing.T) {
+	tw := newTwin(t)
+	const threshold, history = 100, 3000
+	tw.open("hot", history)
+	opts := executor.Options{SnapshotThreshold: threshold,
+		Retry: executor.ExponentialBackoff{MaxRetries: 1000, Initial: time.Millisecond, Max: 5 * time.Millisecond, Jitter: 1}}
+	if _, err := bank.Execute(context.Background(), tw.warm, bank.Deposit{Account: "hot", Amount: 1}, opts); err != nil {
+		t.Fatal(err) // the whole replay, which saves the first snapshot
+	}
+	const callers, each = 8, 15
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	folded, attempts := 0, 0
+	for range callers {
+		wg.Go(func() {
+			for range each {
+				res, err := bank.Execute(context.Background(), tw.warm, bank.Deposit{Account: "hot", Amount: 1}, opts)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				folded += res.Folded
+				attempts += res.Attempts
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	perCommand := float64(folded) / (callers * each)
+	t.Logf("%d commands, %d attempts, %.0f events folded per command (history %d, threshold %d)", callers*each, attempts, perCommand, history, threshold)
+	if attempts == callers*each {
+		t.Fatal("no command retried: the test does not exercise the retry path")
+	}
+	if perCommand >= 2*threshold {
+		t.Fatalf("%.0f events folded per command, want under twice the snapshot threshold (%d)", perCommand, 2*threshold)
+	}
+}
