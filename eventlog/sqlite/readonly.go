@@ -48,7 +48,7 @@ func OpenReadOnly(ctx context.Context, path string, opts Options) (*Store, error
 	if version != len(names) {
 		return nil, errors.Join(fmt.Errorf("sqlite: open %s read-only: schema version %d, this program knows %d", path, version, len(names)), rdb.Close())
 	}
-	s := &Store{opts: opts, path: path, read: rdb}
+	s := &Store{opts: opts, path: path, read: rdb, known: newKnown()}
 	if err := s.prepare(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("sqlite: open %s: %w", path, err), s.closeStatements(), rdb.Close())
 	}

@@ -44,6 +44,8 @@ type Store struct {
 	readStream, lookupCommand, loadSnapshot, head *sql.Stmt
 	// probes[n] reads the versions of n streams, for small n.
 	probes [maxPreparedProbe + 1]*sql.Stmt
+	// known answers probes of the streams this process wrote.
+	known *known
 
 	mu       sync.RWMutex // guards closed; held for reading while a call starts
 	closed   bool
@@ -81,7 +83,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = wdb.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
-	w, err := newWriter(ctx, wdb, opts.MaxBatch)
+	k := newKnown()
+	w, err := newWriter(ctx, wdb, opts.MaxBatch, k)
 	if err != nil {
 		_ = wdb.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -93,7 +96,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(opts.Readers)
 	rdb.SetMaxIdleConns(opts.Readers)
 	rdb.SetConnMaxIdleTime(0)
-	s := &Store{opts: opts, path: path, writer: w, read: rdb}
+	s := &Store{opts: opts, path: path, writer: w, read: rdb, known: k}
 	if err := s.prepare(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("sqlite: open %s: %w", path, err), s.closeStatements(), rdb.Close(), w.close())
 	}
@@ -195,7 +198,17 @@ func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlo
 	if err != nil {
 		return eventlog.AppendResult{}, err
 	}
-	return s.writer.submit(ctx, call)
+	res, err := s.writer.submit(ctx, call)
+	var conflict *eventlog.ConflictError
+	if errors.As(err, &conflict) {
+		// What this process knew of them was stale, or the caller's was.
+		streams := make([]eventlog.StreamID, len(req.Expected))
+		for i, e := range req.Expected {
+			streams[i] = e.Stream
+		}
+		s.known.forget(streams)
+	}
+	return res, err
 }
 
 // readPageSize is how many records ReadStream fetches per query.
@@ -268,6 +281,12 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	}
 	out := make([]eventlog.Version, len(streams))
 	if len(streams) == 0 {
+		return out, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, s.readErr("stream versions", ctx, err)
+	}
+	if s.known.lookup(streams, out) {
 		return out, nil
 	}
 	index := make(map[string][]int, len(streams))

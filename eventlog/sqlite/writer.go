@@ -75,16 +75,22 @@ type writer struct {
 	maxBatch int
 
 	version, insert, commandGet, commandPut *sql.Stmt
-	begin, commitStmt                       *sql.Stmt
+	begin, commitStmt, dataVersion          *sql.Stmt
+
+	// known learns every commit's versions; dataVersionSeen is the writer
+	// connection's PRAGMA data_version at the last commit (0 before the
+	// first), which changes only when another connection wrote the file.
+	known           *known
+	dataVersionSeen int64
 }
 
-func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
+func newWriter(ctx context.Context, db *sql.DB, maxBatch int, k *known) (*writer, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	w := &writer{
-		db: db, conn: conn, maxBatch: maxBatch,
+		db: db, conn: conn, maxBatch: maxBatch, known: k,
 		calls:   make(chan *appendCall, maxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -95,6 +101,7 @@ func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
 	}{
 		{&w.begin, `BEGIN IMMEDIATE`},
 		{&w.commitStmt, `COMMIT`},
+		{&w.dataVersion, `PRAGMA data_version`},
 		{&w.version, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?`},
 		{&w.insert, `INSERT INTO events (stream_id, version, type, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?)`},
 		{&w.commandGet, `SELECT first_position, last_position FROM commands WHERE command_id = ?`},
@@ -197,6 +204,11 @@ func (w *writer) commitTx(batch []*appendCall) (outcomes []appendOutcome, began 
 	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return nil, false, err
 	}
+	var dataVersion int64
+	if err := w.dataVersion.QueryRowContext(ctx).Scan(&dataVersion); err != nil {
+		w.rollback()
+		return nil, true, err
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	outcomes = make([]appendOutcome, len(batch))
 	grouped := len(batch) > 1
@@ -246,6 +258,12 @@ func (w *writer) commitTx(batch []*appendCall) (outcomes []appendOutcome, began 
 		w.rollback()
 		return nil, true, err
 	}
+	var records []eventlog.Record
+	for _, o := range outcomes {
+		records = append(records, o.result.Records...)
+	}
+	w.known.committed(records, w.dataVersionSeen != 0 && dataVersion != w.dataVersionSeen)
+	w.dataVersionSeen = dataVersion
 	return outcomes, true, nil
 }
 

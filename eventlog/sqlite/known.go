@@ -1,0 +1,76 @@
+package sqlite
+
+import (
+	"sync"
+	"time"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// knownFor is how long what the writer knows of stream versions is
+// trusted without a commit: each commit checks whether another process
+// wrote the file, and an idle writer checks nothing.
+const knownFor = time.Second
+
+// known is the version of the streams this process wrote, as its writer
+// committed them, so that a version probe does not ask the database what
+// the process already knows. It is trusted only while no other process has
+// written the file (the writer connection's PRAGMA data_version, checked at
+// every commit, says when one did) and for knownFor after the last check.
+// Versions only grow, so a stale entry can only be lower than the truth:
+// the append's version check then refuses the command, which costs a retry
+// (and forgets the streams involved), never a wrong decision. Safe for
+// concurrent use.
+type known struct {
+	mu       sync.Mutex
+	versions map[eventlog.StreamID]eventlog.Version
+	checked  time.Time // the last commit that found no other writer
+}
+
+func newKnown() *known {
+	return &known{versions: map[eventlog.StreamID]eventlog.Version{}}
+}
+
+// committed records a commit's records; external says whether another
+// process wrote the file since the last commit, in which case everything
+// known before is forgotten.
+func (k *known) committed(records []eventlog.Record, external bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if external {
+		clear(k.versions)
+	}
+	k.checked = time.Now()
+	for _, r := range records {
+		if r.Version > k.versions[r.Stream] {
+			k.versions[r.Stream] = r.Version
+		}
+	}
+}
+
+// forget drops what is known of streams (a version check refused them).
+func (k *known) forget(streams []eventlog.StreamID) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, s := range streams {
+		delete(k.versions, s)
+	}
+}
+
+// lookup fills out with the known versions of streams and reports whether
+// every one of them is known and still trusted.
+func (k *known) lookup(streams []eventlog.StreamID, out []eventlog.Version) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if time.Since(k.checked) > knownFor {
+		return false
+	}
+	for i, s := range streams {
+		v, ok := k.versions[s]
+		if !ok {
+			return false
+		}
+		out[i] = v
+	}
+	return true
+}

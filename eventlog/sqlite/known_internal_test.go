@@ -1,0 +1,103 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+func openTwo(t *testing.T) (a, b *Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "events.db")
+	var err error
+	if a, err = Open(context.Background(), path, Options{Synchronous: SyncNormal}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	if b, err = Open(context.Background(), path, Options{Synchronous: SyncNormal}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return a, b
+}
+
+func appendAt(s *Store, stream string, expected eventlog.Version) (eventlog.AppendResult, error) {
+	id := eventlog.MustStreamID(stream)
+	return s.Append(context.Background(), eventlog.AppendRequest{
+		Expected: []eventlog.ExpectedVersion{{Stream: id, Version: expected}},
+		Events:   []eventlog.Event{{Stream: id, Type: "E", Data: []byte(`{}`)}},
+	})
+}
+
+func versionOf(t *testing.T, s *Store, stream string) eventlog.Version {
+	t.Helper()
+	v, err := s.StreamVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID(stream)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v[0]
+}
+
+// The versions this process committed are answered from memory: with the
+// readers closed, a probe of a stream the process wrote still answers,
+// and one of a stream it never wrote goes to the database (and fails).
+func TestProbesOfWrittenStreamsNeedNoQuery(t *testing.T) {
+	a, _ := openTwo(t)
+	for v := range eventlog.Version(3) {
+		if _, err := appendAt(a, "mine", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.read.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionOf(t, a, "mine"); got != 3 {
+		t.Fatalf("version of a written stream %d, want 3", got)
+	}
+	if _, err := a.StreamVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID("mine"), eventlog.MustStreamID("other")}); err == nil {
+		t.Fatal("a probe that includes a stream this process never wrote did not ask the database")
+	}
+}
+
+// Another process's write makes what this one knows stale: that costs a
+// refused append (never a wrong write), after which the stream is asked of
+// the database; and this process's next commit, which sees the other
+// writer, forgets everything it knew.
+func TestStaleKnowledgeCostsARetryNeverAWrongWrite(t *testing.T) {
+	a, b := openTwo(t)
+	if _, err := appendAt(a, "s", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendAt(a, "t", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendAt(b, "s", 1); err != nil { // the other process
+		t.Fatal(err)
+	}
+	if _, err := appendAt(b, "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	stale := versionOf(t, a, "s")
+	if stale != 1 && stale != 2 {
+		t.Fatalf("version %d", stale)
+	}
+	if stale == 1 {
+		_, err := appendAt(a, "s", stale)
+		if !errors.Is(err, eventlog.ErrConflict) {
+			t.Fatalf("an append on stale knowledge: %v, want a conflict", err)
+		}
+	}
+	if got := versionOf(t, a, "s"); got != 2 {
+		t.Fatalf("after the refused append the version is %d, want the database's 2", got)
+	}
+	// a's next commit sees b's writes and forgets t's stale version too.
+	if _, err := appendAt(a, "u", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionOf(t, a, "t"); got != 2 {
+		t.Fatalf("after a commit that saw another writer, t's version is %d, want 2", got)
+	}
+}
