@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,5 +114,77 @@ func TestShutdownReleasesTheLease(t *testing.T) {
 	defer func() { _ = second.Close() }()
 	if status, resp, body := command(second, "deposit", `{"account":"a","amount":5}`); status != 200 || resp.Events[0].Position != 2 {
 		t.Fatalf("successor's deposit: %d %s, want 200 at position 2", status, body)
+	}
+}
+
+// A writer idle past its lease while another wrote, then reached by
+// commands arriving one after another on a slow S3: the first retakes the
+// lease and finds the replica moved, and no command, including those that
+// arrive while that check runs, is acknowledged on the old log; every
+// acknowledged command is in the replica.
+func TestStaleWriterNeverAcknowledgesOnItsOldLog(t *testing.T) {
+	s3 := replicatest.StartS3(t)
+	env := func() map[string]string {
+		e := writerEnv(t.TempDir(), s3, "fork/events")
+		e["EVENTCORE_REPLICA_TIMEOUT"] = "1s"
+		e["EVENTCORE_REPLICA_LEASE_TTL"] = "4s"
+		return e
+	}
+	first := openRole(t, app.RoleExecute, env())
+	defer func() { _ = first.Close() }()
+	if status, _, body := command(first, "open-account", `{"account":"a","owner":"A"}`); status != 200 {
+		t.Fatalf("open: %d %s", status, body)
+	}
+	time.Sleep(4100 * time.Millisecond) // the first instance's lease expires
+	second := openRole(t, app.RoleExecute, env())
+	for i := range 3 {
+		if status, _, body := command(second, "deposit", fmt.Sprintf(`{"account":"a","amount":%d}`, i+1)); status != 200 {
+			t.Fatalf("deposit on the second instance: %d %s", status, body)
+		}
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3.SetDelay(60 * time.Millisecond)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var got []string
+	for i := range 20 {
+		time.Sleep(15 * time.Millisecond)
+		wg.Go(func() {
+			status, resp, body := command(first, "deposit", `{"account":"a","amount":10}`)
+			mu.Lock()
+			defer mu.Unlock()
+			if status == 200 {
+				got = append(got, fmt.Sprintf("#%d 200 pos %d", i, resp.Events[0].Position))
+				if resp.Events[0].Position < 5 {
+					t.Errorf("caller %d: 200 at position %d, inside the other writer's history (1..4): acknowledged on a stale log", i, resp.Events[0].Position)
+				}
+			} else {
+				got = append(got, fmt.Sprintf("#%d %d %s", i, status, body))
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		for _, g := range got {
+			t.Log(g)
+		}
+	}
+	s3.SetDelay(0)
+	if err := first.Close(); err != nil {
+		t.Log("close first:", err)
+	}
+	third := openRole(t, app.RoleExecute, env())
+	defer func() { _ = third.Close() }()
+	acknowledged := 4 // the open and the other writer's three deposits
+	for _, g := range got {
+		if strings.Contains(g, " 200 ") {
+			acknowledged++
+		}
+	}
+	status, resp, body := command(third, "deposit", `{"account":"a","amount":1}`)
+	if status != 200 || int(resp.Events[0].Position) != acknowledged+1 {
+		t.Errorf("a fresh instance restored from the replica answered %d %s; want 200 at position %d (after the %d acknowledged)", status, body, acknowledged+1, acknowledged)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,8 +23,7 @@ import (
 )
 
 // leaseStore is where one replica's single-writer lease lives: a file
-// lock or an S3 object. A lease wraps it so that its methods other than
-// remaining are called by one goroutine at a time.
+// lock or an S3 object. A lease calls its methods one at a time.
 type leaseStore interface {
 	// ensure makes sure the lease is held for at least margin more,
 	// acquiring or renewing it as needed. acquired is true when the lease
@@ -33,12 +31,9 @@ type leaseStore interface {
 	// Errors wrap eventlog.ErrNotWriter when another process holds it, or
 	// eventlog.ErrUnavailable when the lease store cannot be reached.
 	ensure(ctx context.Context, margin time.Duration) (acquired bool, err error)
-	// remaining is how long the lease is known to last without a call to
-	// the store (0 when not held), and renewDue whether it should be
-	// renewed now although it still lasts. Both are safe for concurrent
-	// use, also with ensure.
-	remaining() time.Duration
-	renewDue() bool
+	// expiry is when the lease held ends, and from when it should be
+	// renewed (both zero when not held).
+	expiry() (until, renewFrom time.Time)
 	// release gives the lease up, if held.
 	release(ctx context.Context) error
 }
@@ -48,13 +43,20 @@ type leaseStore interface {
 // caller at a time renews or acquires it, and callers for which the lease
 // still lasts long enough do not wait for that.
 type lease struct {
-	store leaseStore
+	store   leaseStore
+	timeout time.Duration // bound of one renewal or acquisition
 
 	mu sync.Mutex
-	// checked is false from an acquisition until its check has passed:
-	// until then no caller is told that the lease is held.
-	checked bool
-	attempt *leaseAttempt // the renewal or acquisition running, or nil
+	// until and renewFrom are what the last successful attempt
+	// established: the lease, checked, lasts until until and is due for
+	// renewal from renewFrom. Only an attempt that succeeded moves them,
+	// so a lease the store has just taken anew is not seen as held before
+	// its check has passed.
+	until, renewFrom time.Time
+	// checked is false from an acquisition until its check has passed.
+	checked  bool
+	attempt  *leaseAttempt // the renewal or acquisition running, or nil
+	released bool          // release was called: the lease is never held again
 }
 
 // leaseAttempt is one renewal or acquisition; done is closed when it ends,
@@ -64,19 +66,30 @@ type leaseAttempt struct {
 	err  error
 }
 
+// errReleased answers a writer whose lease was released (it is closing).
+var errReleased = fmt.Errorf("%w: the writer lease was released; this writer is closing", eventlog.ErrNotWriter)
+
 // hold returns nil when this process holds the lease for at least margin
 // more. When the lease had to be taken anew, checkAcquired runs before any
 // caller is told so, and its error is the answer of every caller that
 // waited for that acquisition; a failed check is run again by the next
 // hold. A renewal that is due while the lease still lasts more than
-// margin runs in the caller that found it due; the others go on. Errors:
-// those of leaseStore.ensure, checkAcquired's, or ctx's (wrapping
-// eventlog.ErrUnavailable) for a caller that gave up waiting.
+// margin runs in the caller that found it due; the others go on. The
+// attempt is bounded by the lease's timeout, not by the caller's ctx: a
+// caller that gives up must not fail the others waiting on it. Errors:
+// those of leaseStore.ensure, checkAcquired's, errReleased after release,
+// or ctx's (wrapping eventlog.ErrUnavailable) for a caller that gave up
+// waiting for another's attempt.
 func (l *lease) hold(ctx context.Context, margin time.Duration, checkAcquired func(context.Context) error) error {
 	l.mu.Lock()
 	var waited *leaseAttempt
 	for {
-		if l.checked && l.store.remaining() > margin && (l.attempt != nil || !l.store.renewDue()) {
+		if l.released {
+			l.mu.Unlock()
+			return errReleased
+		}
+		now := time.Now()
+		if l.checked && l.until.Sub(now) > margin && (l.attempt != nil || now.Before(l.renewFrom)) {
 			l.mu.Unlock()
 			return nil
 		}
@@ -96,30 +109,42 @@ func (l *lease) hold(ctx context.Context, margin time.Duration, checkAcquired fu
 		}
 		l.mu.Lock()
 	}
-	a := &leaseAttempt{done: make(chan struct{})}
+	a := &leaseAttempt{done: make(chan struct{}), err: errors.New("replica: the lease attempt did not end")}
 	l.attempt = a
 	checked := l.checked
 	l.mu.Unlock()
+	defer func() { // also when ensure or the check panics
+		l.mu.Lock()
+		l.attempt = nil
+		close(a.done)
+		l.mu.Unlock()
+	}()
 
-	acquired, err := l.store.ensure(ctx, margin)
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
+	defer cancel()
+	acquired, err := l.store.ensure(actx, margin)
 	if acquired {
 		checked = false
 	}
 	if err == nil && !checked {
-		err = checkAcquired(ctx)
+		err = checkAcquired(actx)
 		checked = err == nil
 	}
 
 	l.mu.Lock()
-	l.checked, a.err, l.attempt = checked, err, nil
-	close(a.done)
+	l.checked, a.err = checked, err
+	if err == nil {
+		l.until, l.renewFrom = l.store.expiry()
+	}
 	l.mu.Unlock()
 	return err
 }
 
-// release gives the lease up, after any renewal or acquisition running.
+// release gives the lease up, after any renewal or acquisition running;
+// from then on hold answers errReleased.
 func (l *lease) release(ctx context.Context) error {
 	l.mu.Lock()
+	l.released = true
 	for l.attempt != nil {
 		a := l.attempt
 		l.mu.Unlock()
@@ -131,7 +156,7 @@ func (l *lease) release(ctx context.Context) error {
 		l.mu.Lock()
 	}
 	defer l.mu.Unlock()
-	l.checked = false
+	l.checked, l.until, l.renewFrom = false, time.Time{}, time.Time{}
 	return l.store.release(ctx)
 }
 
@@ -141,7 +166,7 @@ func newLeaser(ctx context.Context, client litestream.ReplicaClient, opts Option
 		if err := os.MkdirAll(c.Path(), 0o755); err != nil {
 			return nil, fmt.Errorf("replica %s: %w", c.Path(), err)
 		}
-		return &lease{store: &fileLease{path: filepath.Join(c.Path(), "writer.lock")}}, nil
+		return &lease{store: &fileLease{path: filepath.Join(c.Path(), "writer.lock")}, timeout: opts.SyncTimeout}, nil
 	case *lss3.ReplicaClient:
 		api, err := leaseClient(ctx, c)
 		if err != nil {
@@ -154,7 +179,7 @@ func newLeaser(ctx context.Context, client litestream.ReplicaClient, opts Option
 			l.Owner = opts.Owner
 		}
 		l.SetLogger(opts.Logger)
-		return &lease{store: &s3Lease{leaser: l, ttl: opts.LeaseTTL}}, nil
+		return &lease{store: &s3Lease{leaser: l, ttl: opts.LeaseTTL}, timeout: opts.SyncTimeout}, nil
 	}
 	return nil, fmt.Errorf("replica: no writer lease for %s replicas", client.Type())
 }
@@ -212,14 +237,15 @@ func (l *fileLease) ensure(context.Context, time.Duration) (bool, error) {
 	return true, nil
 }
 
-func (l *fileLease) remaining() time.Duration {
-	if l.held.Load() == nil {
-		return 0
-	}
-	return math.MaxInt64
-}
+// forever is the expiry of a lease that needs no renewal.
+var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func (l *fileLease) renewDue() bool { return false }
+func (l *fileLease) expiry() (until, renewFrom time.Time) {
+	if l.held.Load() == nil {
+		return time.Time{}, time.Time{}
+	}
+	return forever, forever
+}
 
 func (l *fileLease) release(context.Context) error {
 	if f := l.held.Swap(nil); f != nil {
@@ -240,14 +266,13 @@ type s3Lease struct {
 	held   atomic.Pointer[litestream.Lease]
 }
 
-func (l *s3Lease) remaining() time.Duration {
-	if cur := l.held.Load(); cur != nil {
-		return max(cur.TTL(), 0)
+func (l *s3Lease) expiry() (until, renewFrom time.Time) {
+	cur := l.held.Load()
+	if cur == nil {
+		return time.Time{}, time.Time{}
 	}
-	return 0
+	return cur.ExpiresAt, cur.ExpiresAt.Add(-l.ttl / 2)
 }
-
-func (l *s3Lease) renewDue() bool { return l.remaining() <= l.ttl/2 }
 
 func (l *s3Lease) ensure(ctx context.Context, margin time.Duration) (bool, error) {
 	cur := l.held.Load()

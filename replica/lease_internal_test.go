@@ -11,11 +11,11 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
-// scriptedLease is a leaseStore whose lease lasts what the test sets, and
-// whose ensure blocks until the test answers it.
+// scriptedLease is a leaseStore whose lease lasts what the test answers,
+// and whose ensure blocks until the test answers it.
 type scriptedLease struct {
-	left    atomic.Int64 // nanoseconds the lease lasts
-	due     atomic.Bool
+	left    atomic.Int64 // nanoseconds the lease lasted when last answered
+	at      atomic.Int64 // when, in Unix nanoseconds
 	calls   atomic.Int64
 	entered chan struct{}           // receives once per ensure call
 	answer  chan scriptedLeaseReply // what the blocked ensure returns
@@ -38,7 +38,7 @@ func (s *scriptedLease) ensure(ctx context.Context, _ time.Duration) (bool, erro
 	case r := <-s.answer:
 		if r.err == nil {
 			s.left.Store(int64(r.left))
-			s.due.Store(false)
+			s.at.Store(time.Now().UnixNano())
 		}
 		return r.acquired, r.err
 	case <-ctx.Done():
@@ -46,9 +46,20 @@ func (s *scriptedLease) ensure(ctx context.Context, _ time.Duration) (bool, erro
 	}
 }
 
-func (s *scriptedLease) remaining() time.Duration      { return time.Duration(s.left.Load()) }
-func (s *scriptedLease) renewDue() bool                { return s.due.Load() }
+func (s *scriptedLease) expiry() (until, renewFrom time.Time) {
+	at := time.Unix(0, s.at.Load())
+	left := time.Duration(s.left.Load())
+	return at.Add(left), at.Add(left / 2)
+}
+
 func (s *scriptedLease) release(context.Context) error { s.left.Store(0); return nil }
+
+// renewalDue makes the lease l holds due for renewal now.
+func renewalDue(l *lease) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.renewFrom = time.Now()
+}
 
 func noCheck(context.Context) error { return nil }
 
@@ -67,7 +78,7 @@ func (s *scriptedLease) waitEntered(t *testing.T) {
 func TestLeaseRenewalDoesNotStallOtherCallers(t *testing.T) {
 	ctx := context.Background()
 	store := newScriptedLease()
-	l := &lease{store: store}
+	l := &lease{store: store, timeout: time.Minute}
 	go func() {
 		store.waitEntered(t)
 		store.answer <- scriptedLeaseReply{acquired: true, left: time.Minute}
@@ -76,7 +87,7 @@ func TestLeaseRenewalDoesNotStallOtherCallers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	store.due.Store(true) // half the TTL is gone
+	renewalDue(l) // half the TTL is gone
 	renewing := make(chan error, 1)
 	go func() { renewing <- l.hold(ctx, time.Second, noCheck) }()
 	store.waitEntered(t) // one caller renews, and blocks there
@@ -107,7 +118,7 @@ func TestLeaseRenewalDoesNotStallOtherCallers(t *testing.T) {
 func TestLeaseAcquisitionIsCheckedBeforeAnyCallerWrites(t *testing.T) {
 	ctx := context.Background()
 	store := newScriptedLease()
-	l := &lease{store: store}
+	l := &lease{store: store, timeout: time.Minute}
 	moved := errors.New("the replica moved")
 	var checks atomic.Int64
 	check := func(context.Context) error {
@@ -161,9 +172,7 @@ func TestLeaseAcquisitionIsCheckedBeforeAnyCallerWrites(t *testing.T) {
 func TestLeaseTooShortWaitsForTheRenewal(t *testing.T) {
 	ctx := context.Background()
 	store := newScriptedLease()
-	l := &lease{store: store, checked: true}
-	store.left.Store(int64(500 * time.Millisecond))
-	store.due.Store(true)
+	l := &lease{store: store, timeout: time.Minute, checked: true, until: time.Now().Add(500 * time.Millisecond), renewFrom: time.Now()}
 	first := make(chan error, 1)
 	go func() { first <- l.hold(ctx, time.Second, noCheck) }()
 	store.waitEntered(t)
@@ -185,5 +194,51 @@ func TestLeaseTooShortWaitsForTheRenewal(t *testing.T) {
 	}
 	if n := store.calls.Load(); n != 1 {
 		t.Fatalf("ensure called %d times, want 1 (waiters share the attempt)", n)
+	}
+}
+
+// A lease that expired and is taken anew is not seen as held by any
+// caller until the acquisition's check has passed: a caller arriving
+// while the check runs waits for it, and gets its error.
+func TestLeaseTakenAnewIsNotHeldDuringItsCheck(t *testing.T) {
+	ctx := context.Background()
+	store := newScriptedLease()
+	// Held and checked earlier; expired since.
+	l := &lease{store: store, timeout: time.Minute, checked: true, until: time.Now().Add(-time.Second), renewFrom: time.Now().Add(-time.Minute)}
+	inCheck, endCheck := make(chan struct{}), make(chan struct{})
+	check := func(context.Context) error { close(inCheck); <-endCheck; return errStale }
+	first := make(chan error, 1)
+	go func() { first <- l.hold(ctx, time.Second, check) }()
+	store.waitEntered(t)
+	store.answer <- scriptedLeaseReply{acquired: true, left: time.Minute} // taken anew
+	<-inCheck
+	second := make(chan error, 1)
+	go func() { second <- l.hold(ctx, time.Second, check) }()
+	select {
+	case err := <-second:
+		t.Fatalf("a caller was answered (%v) while the acquisition's check was running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(endCheck)
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; !errors.Is(err, errStale) {
+			t.Fatalf("got %v, want the check's error", err)
+		}
+	}
+}
+
+// After release, hold never takes the lease again: a closing writer must
+// not lock its successor out.
+func TestReleasedLeaseIsNeverHeldAgain(t *testing.T) {
+	store := newScriptedLease()
+	l := &lease{store: store, timeout: time.Minute}
+	if err := l.release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.hold(context.Background(), time.Second, noCheck); !errors.Is(err, eventlog.ErrNotWriter) {
+		t.Fatalf("hold after release: %v, want ErrNotWriter", err)
+	}
+	if n := store.calls.Load(); n != 0 {
+		t.Fatalf("hold after release called the store %d times", n)
 	}
 }

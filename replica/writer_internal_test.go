@@ -22,9 +22,8 @@ func (g *gateLease) ensure(ctx context.Context, _ time.Duration) (bool, error) {
 	}
 }
 
-func (g *gateLease) remaining() time.Duration      { return 0 }
-func (g *gateLease) renewDue() bool                { return true }
-func (g *gateLease) release(context.Context) error { return nil }
+func (g *gateLease) expiry() (until, renewFrom time.Time) { return time.Now(), time.Now() }
+func (g *gateLease) release(context.Context) error        { return nil }
 
 // A caller that gives up (its client hung up) while it leads a shared
 // sync must not fail the other callers waiting on that sync.
@@ -45,7 +44,7 @@ func TestLeaderCancellationDoesNotFailOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &gateLease{gate: make(chan struct{})}
-	w.lease = &lease{store: g}
+	w.lease = &lease{store: g, timeout: time.Minute}
 	for round := range 5 {
 		first := make(chan error, 1)
 		go func() { first <- w.Sync(ctx) }()
