@@ -3,10 +3,12 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/internal/turns"
 	"github.com/eventcore-go/eventcore/replica"
 )
@@ -82,9 +84,27 @@ type lifecycle struct {
 //     so a unit that does not push loses nothing: the next push carries
 //     its increments. A dead gateway is backed off (see metrics.Pusher).
 //
-// Do returns work's error. It is safe for concurrent use.
+// Do returns work's error, or one wrapping eventlog.ErrUnavailable without
+// running work once Shutdown has begun. It is safe for concurrent use.
 func (a *App) Do(ctx context.Context, kind Work, work func(context.Context) error) error {
+	if a.life.stopping.Load() {
+		return errShutDown
+	}
+	err := a.held(ctx, kind, work)
+	if a.Pusher != nil && a.pushInUnits() {
+		_ = a.Pusher.PushIfDue(ctx, a.Config.PushInterval)
+	}
+	return err
+}
+
+// errShutDown answers a unit of work that arrives after Shutdown began.
+var errShutDown = fmt.Errorf("%w: the instance is shutting down", eventlog.ErrUnavailable)
+
+// held runs steps 1 to 3 of Do, holding swap for reading from the end of
+// step 1 on; it lets go of it even when work panics.
+func (a *App) held(ctx context.Context, kind Work, work func(context.Context) error) error {
 	a.enter(ctx)
+	defer a.life.swap.RUnlock()
 	err := work(ctx)
 	if a.readWriter != nil && (kind != Request || a.Role == RoleProject) {
 		a.SyncReadModels(ctx)
@@ -93,10 +113,6 @@ func (a *App) Do(ctx context.Context, kind Work, work func(context.Context) erro
 		if err := a.Maintain(ctx); err != nil && ctx.Err() == nil {
 			a.Logger.WarnContext(ctx, "replica maintenance failed", "error", err.Error())
 		}
-	}
-	a.life.swap.RUnlock()
-	if a.Pusher != nil && a.pushInUnits() {
-		_ = a.Pusher.PushIfDue(ctx, a.Config.PushInterval)
 	}
 	return err
 }
@@ -157,21 +173,24 @@ func (a *App) Background(ctx context.Context) {
 	if a.Pusher == nil || a.pushInUnits() {
 		return
 	}
-	ticker := time.NewTicker(a.Config.PushInterval)
+	// Ticks at half the interval, so that a push is due at every other
+	// tick; a failed push backs the next off from the interval on.
+	ticker := time.NewTicker(max(a.Config.PushInterval/2, 10*time.Millisecond))
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			_ = a.Pusher.Push(ctx)
+			_ = a.Pusher.PushIfDue(ctx, a.Config.PushInterval)
 		}
 	}
 }
 
 // Shutdown ends the instance within ctx's deadline (on Lambda, the time
 // between SIGTERM and SIGKILL, about 500 ms): the units in flight get
-// half the time left to finish while new ones wait (and never start);
+// half the time left to finish, while new ones are refused (Do answers
+// ErrUnavailable) or, if already past that check, wait and never start;
 // then, at the same time, the instance's metrics group is deleted from the
 // Pushgateway and the databases are closed, each replica synced a last
 // time while its lease is held and the lease released, so that a

@@ -63,7 +63,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	ctx = handler.WithRequestID(ctx, ev.RequestContext.RequestID)
-	var resp events.APIGatewayV2HTTPResponse
+	resp := events.APIGatewayV2HTTPResponse{ // when the runner is shutting down
+		StatusCode: http.StatusServiceUnavailable,
+		Headers:    map[string]string{"Content-Type": "application/json"},
+		Body:       `{"error":{"code":"unavailable","message":"the runner is shutting down"}}`,
+	}
 	_ = s.app.Do(ctx, app.Request, func(ctx context.Context) error {
 		if strings.HasPrefix(r.URL.Path, "/commands/") {
 			resp = s.app.Execute.HandleHTTP(ctx, ev)

@@ -13,19 +13,24 @@ import (
 	"time"
 )
 
+// MaxGather bounds how long a run waits for calls to join it (see
+// Group.Gather).
+const MaxGather = 50 * time.Millisecond
+
 // Group runs fn for its callers in turns. The zero value is ready to use;
 // a Group must not be copied after first use. It is safe for concurrent
 // use.
 type Group struct {
 	// Gather, when set, lets a run start a little later to answer more
-	// calls at once: when the last run answered several calls, the next
-	// one waits until as many calls have been made since the last run
-	// ended, or half the last run's duration has passed, whichever
-	// comes first. Under a steady load of N concurrent callers, each of
-	// which calls again soon after its answer, a run then answers the
-	// calls of the callers the last run released, instead of leaving them
-	// for the run after; a lone caller never waits. Set it before first
-	// use.
+	// calls at once: when the last run succeeded and answered several
+	// calls, the next one waits until as many calls have been made since
+	// the last run ended, or half the last run's duration (at most
+	// MaxGather) has passed, whichever comes first. Under a steady load of
+	// N concurrent callers, each of which calls again soon after its
+	// answer, a run then answers the calls of the callers the last run
+	// released, instead of leaving them for the run after. A run after one
+	// that answered a single call, or that failed, starts at once. Set it
+	// before first use.
 	Gather bool
 
 	mu       sync.Mutex
@@ -40,6 +45,7 @@ type Group struct {
 	lastCover uint64        // the last call the last run answered
 	lastBatch uint64        // how many calls it answered
 	lastTook  time.Duration // how long it ran
+	lastOK    bool          // whether it succeeded
 	wake      chan struct{} // closed by the next call, while a run gathers
 }
 
@@ -89,7 +95,7 @@ func (g *Group) Do(ctx context.Context, what string, fn func(context.Context) er
 		began := time.Now()
 		err := g.lead(ctx, what, cover, fn)
 		g.mu.Lock()
-		g.lastTook = time.Since(began)
+		g.lastTook, g.lastOK = time.Since(began), err == nil
 		g.end(cover, err)
 	}
 }
@@ -97,11 +103,11 @@ func (g *Group) Do(ctx context.Context, what string, fn func(context.Context) er
 // gather waits, as Gather says, for calls to join the run about to start;
 // g.mu is held, and held again when it returns.
 func (g *Group) gather() {
-	if !g.Gather || g.lastBatch < 2 {
+	if !g.Gather || !g.lastOK || g.lastBatch < 2 {
 		return
 	}
 	want := g.lastCover + g.lastBatch
-	deadline := time.Now().Add(g.lastTook / 2)
+	deadline := time.Now().Add(min(g.lastTook/2, MaxGather))
 	for g.tickets < want {
 		left := time.Until(deadline)
 		if left <= 0 {
