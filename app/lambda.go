@@ -107,7 +107,10 @@ func (a *App) lambdaHandler(pick func(*App) InvokeFunc) InvokeFunc {
 // that the environment shut down), and answers the post of their
 // responses with an error, on which aws-lambda-go ends the process at
 // once, cutting the shutdown short before the lease is released. The
-// process ends when RunLambda returns.
+// process ends when RunLambda returns. An invocation held here is never
+// answered, even one whose command was made durable: its caller sees the
+// environment shut down and retries with its Idempotency-Key, which
+// answers the first execution's events.
 func (a *App) holdIfStopping() {
 	if a.life.stopping.Load() {
 		select {}
