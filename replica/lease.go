@@ -140,6 +140,14 @@ func (l *lease) hold(ctx context.Context, margin time.Duration, checkAcquired fu
 	return err
 }
 
+// heldFor reports, without I/O, whether the lease is held and checked for
+// at least margin more.
+func (l *lease) heldFor(margin time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.released && l.checked && time.Until(l.until) > margin
+}
+
 // release gives the lease up, after any renewal or acquisition running;
 // from then on hold answers errReleased.
 func (l *lease) release(ctx context.Context) error {

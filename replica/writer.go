@@ -59,14 +59,22 @@ type Writer struct {
 	// commit covers it.
 	syncs turns.Group
 
-	// opMu serialises the work on Litestream's handles: a sync, Start,
-	// Reload, Close and Maintain's sync. Appends never take it.
-	opMu  sync.Mutex
-	db    *litestream.DB    // set and read under opMu
-	store *litestream.Store // likewise
+	// ops (a lock with a timeout) serialises the work on Litestream's
+	// handles: a sync, Start, Reload, Close and Maintain's sync. Appends
+	// never take it. closing ends when Close begins, and with it the
+	// work in flight (opCtx), so that Close does not wait for it.
+	ops   chan struct{}
+	maint sync.RWMutex // read-held by Maintain's work after it let go of ops
+	// endMaint makes maintEnded, closed once no maintenance runs (Close).
+	endMaint   sync.Once
+	maintEnded chan struct{}
+	closing    context.Context
+	stopOps    context.CancelFunc
+	db         *litestream.DB    // set and read holding ops
+	store      *litestream.Store // likewise
 	// pendingFull is true from Start until a sync succeeds: the first sync
 	// after a restore uploads a whole snapshot, so it gets a longer budget.
-	// Under opMu.
+	// Holding ops.
 	pendingFull bool
 
 	synced atomic.Uint64 // the replica's head (a TXID) as this writer last saw or made it
@@ -93,7 +101,8 @@ func OpenWriter(ctx context.Context, opts Options) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{opts: opts, client: client, lease: lease}
+	w := &Writer{opts: opts, client: client, lease: lease, ops: make(chan struct{}, 1)}
+	w.closing, w.stopOps = context.WithCancel(context.Background())
 	w.syncs.Gather = true
 	// Nothing to compare yet: reconcile makes the file the replica's head.
 	if err := lease.hold(ctx, opts.SyncTimeout, func(context.Context) error { return nil }); err != nil {
@@ -157,8 +166,8 @@ func (w *Writer) reconcile(ctx context.Context) error {
 // it to the replica. It is called once after OpenWriter and after each
 // Reload.
 func (w *Writer) Start(ctx context.Context) error {
-	w.opMu.Lock()
-	defer w.opMu.Unlock()
+	w.lockOps()
+	defer w.unlockOps()
 	if w.db != nil {
 		return errors.New("replica: writer already started")
 	}
@@ -265,12 +274,24 @@ func (w *Writer) Sync(ctx context.Context) error {
 // the leading caller's cancellation (a client that hangs up must not fail
 // the others), only by the sync budget.
 func (w *Writer) leadSync(ctx context.Context) error {
-	w.opMu.Lock()
-	defer w.opMu.Unlock()
+	w.lockOps()
+	defer w.unlockOps()
+	ctx, cancel := w.opCtx(ctx)
+	defer cancel()
 	return w.syncLocked(ctx)
 }
 
-// syncLocked runs one sync; opMu is held.
+func (w *Writer) lockOps()   { w.ops <- struct{}{} }
+func (w *Writer) unlockOps() { <-w.ops }
+
+// opCtx is ctx, also ended when Close begins.
+func (w *Writer) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(w.closing, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// syncLocked runs one sync, holding ops.
 func (w *Writer) syncLocked(ctx context.Context) error {
 	if w.db == nil {
 		return errors.New("replica: writer not started")
@@ -307,7 +328,9 @@ func (w *Writer) SyncCount() int64 { return int64(w.syncs.Runs()) }
 // is due. Syncs may run beside it (it does not hold them up while it
 // uploads); Reload and Close must not.
 func (w *Writer) Maintain(ctx context.Context) error {
-	w.opMu.Lock()
+	ctx, cancel := w.opCtx(ctx)
+	defer cancel()
+	w.lockOps()
 	err := w.syncLocked(ctx)
 	if err == nil {
 		// The compaction and snapshot uploads below must end well within
@@ -315,12 +338,16 @@ func (w *Writer) Maintain(ctx context.Context) error {
 		err = w.guardFor(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
 	}
 	db, store := w.db, w.store
-	w.opMu.Unlock()
+	if err == nil {
+		w.maint.RLock() // before ops go, so that Close waits for it
+		defer w.maint.RUnlock()
+	}
+	w.unlockOps()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
-	defer cancel()
+	ctx, stop := context.WithTimeout(ctx, w.opts.LeaseTTL/2-LeaseSlack(w.opts.LeaseTTL))
+	defer stop()
 	levels := append(litestream.CompactionLevels{}, litestream.DefaultCompactionLevels[1:]...)
 	levels = append(levels, store.SnapshotLevel())
 	var errs []error
@@ -344,8 +371,10 @@ func (w *Writer) Maintain(ctx context.Context) error {
 // file and calls Start once it has opened it again. Nothing local is
 // synced: the local transactions were never acknowledged.
 func (w *Writer) Reload(ctx context.Context) error {
-	w.opMu.Lock()
-	defer w.opMu.Unlock()
+	w.lockOps()
+	defer w.unlockOps()
+	ctx, cancel := w.opCtx(ctx)
+	defer cancel()
 	w.detachLocked(ctx)
 	top, err := head(ctx, w.client)
 	if err != nil {
@@ -362,7 +391,7 @@ func (w *Writer) Reload(ctx context.Context) error {
 	return nil
 }
 
-// detachLocked closes Litestream's handles without syncing; opMu is held.
+// detachLocked closes Litestream's handles without syncing, holding ops.
 func (w *Writer) detachLocked(ctx context.Context) {
 	if w.db == nil {
 		return
@@ -375,17 +404,41 @@ func (w *Writer) detachLocked(ctx context.Context) {
 }
 
 // Close syncs what is left, if the lease is still this process's and the
-// replica has not moved, then releases Litestream and the lease.
+// replica has not moved, then releases Litestream and the lease, within
+// ctx's deadline: it first ends the work in flight (a sync, a reload,
+// maintenance: their callers get errors, so nothing more is acknowledged),
+// gives the last sync at most two thirds of the time left, and keeps the
+// rest for the release, so that a successor takes over at once. If the
+// work in flight does not end in time, the lease is released all the same
+// and the local file abandoned. After Close the writer never takes the
+// lease again.
 func (w *Writer) Close(ctx context.Context) error {
-	w.opMu.Lock()
-	defer w.opMu.Unlock()
+	w.stopOps()
+	w.endMaint.Do(func() {
+		w.maintEnded = make(chan struct{})
+		go func() {
+			w.maint.Lock() // never unlocked: nothing is maintained after Close
+			close(w.maintEnded)
+		}()
+	})
+	select {
+	case <-w.maintEnded:
+	case <-ctx.Done():
+	}
+	select {
+	case w.ops <- struct{}{}:
+	case <-ctx.Done():
+		return errors.Join(fmt.Errorf("replica: close: the work in flight did not end: %w", ctx.Err()), w.lease.release(context.WithoutCancel(ctx)))
+	}
+	defer w.unlockOps()
 	var errs []error
 	if w.db != nil {
-		guard, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
-		held := w.guardFor(guard, w.opts.SyncTimeout) == nil
-		cancel()
-		if held {
-			sync, cancel := context.WithTimeout(ctx, w.opts.SyncTimeout)
+		if !w.stale.Load() && w.lease.heldFor(LeaseSlack(w.opts.LeaseTTL)) {
+			budget := w.opts.SyncTimeout
+			if deadline, ok := ctx.Deadline(); ok {
+				budget = min(budget, time.Until(deadline)*2/3)
+			}
+			sync, cancel := context.WithTimeout(ctx, budget)
 			errs = append(errs, w.db.Close(sync))
 			cancel()
 			w.db, w.store = nil, nil

@@ -481,3 +481,45 @@ func TestAppendsDoNotWaitForASyncInFlight(t *testing.T) {
 		t.Fatalf("restored head %d, %v; want %d", head, err, 2+appends)
 	}
 }
+
+// Close within a deadline, while a sync waits on a slow replica: the sync
+// in flight is ended (its caller is not acknowledged), Close keeps its
+// deadline, and the lease is released, so that a successor takes over at
+// once. A command still in flight afterwards cannot take the lease back.
+func TestCloseKeepsItsDeadlineAndReleasesTheLease(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	url := s3.URL("slowclose/events")
+	opts := replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "events.db"), SyncTimeout: 5 * time.Second, LeaseTTL: 30 * time.Second}
+	n := mustNode(t, ctx, opts)
+	n.appendMany(t, ctx, "note", 0, 1)
+	s3.SetDelay(150 * time.Millisecond)
+	id := eventlog.MustStreamID("other")
+	if _, err := n.store.Append(ctx, eventlog.AppendRequest{Expected: []eventlog.ExpectedVersion{{Stream: id}}, Events: []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- n.w.Sync(ctx) }()
+	time.Sleep(50 * time.Millisecond) // the sync waits on the replica
+	const budget = time.Second
+	deadline, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	began := time.Now()
+	err := n.w.Close(deadline)
+	if took := time.Since(began); took > budget {
+		t.Fatalf("Close took %v, over its deadline of %v (%v)", took, budget, err)
+	}
+	if err := <-synced; err == nil {
+		t.Log("the sync in flight finished before Close ended it")
+	}
+	if err := n.w.Guard(ctx); !errors.Is(err, eventlog.ErrNotWriter) {
+		t.Fatalf("Guard after Close: %v, want ErrNotWriter (the lease must not be taken back)", err)
+	}
+	s3.SetDelay(0)
+	successor := opts
+	successor.Path = filepath.Join(t.TempDir(), "successor.db")
+	next := mustNode(t, ctx, successor) // fails the test if the lease is still held
+	if head, err := next.store.Head(ctx); err != nil || head < 1 {
+		t.Fatalf("the successor's log: head %d, %v", head, err)
+	}
+}
