@@ -512,31 +512,16 @@ const (
 func TestManagedTransfers(t *testing.T) {
 	requireManaged(t)
 	dir := sharedDir(t)
-	env := fileEnv(dir)
-	f := startManaged(t, "execute", "execute (managed, file)", managedConcurrency, env)
-	b := newBank("transfer", managedAccounts, managedTransfers)
-	b.open(t, f, managedAccounts)
-	answers := b.run(f, managedConcurrency, managedTransfers)
-	requireTransferAnswers(t, answers)
-	if !f.stop() {
-		t.Fatal("the emulator did not stop on SIGTERM within 5 s")
-	}
-	log := readLog(t, env["EVENTCORE_DB"])
-	requireAcknowledged(t, "log", log, answers)
-	b.requireConserved(t, "log", log, answers, true)
+	runManagedTransfers(t, "execute (managed, file)", fileEnv(dir))
 }
 
-// TestManagedLitestream is TestManagedTransfers in Litestream mode over
-// the test S3 with 20 ms added to every request: besides the local log,
-// the replica, restored into a new file, holds every 200 at its answered
-// positions.
-func TestManagedLitestream(t *testing.T) {
-	requireManaged(t)
-	s3 := replicatest.StartS3(t)
-	s3.SetDelay(s3Delay)
-	dir := sharedDir(t)
-	env := litestreamEnv(dir, s3.URL("managed/events"))
-	f := startManaged(t, "execute", "execute (managed, litestream)", managedConcurrency, env)
+// runManagedTransfers runs managedTransfers transfers over managedAccounts
+// accounts, managedConcurrency at once, through one execute environment
+// with env, checks the answers, stops it and checks its log; it returns
+// the bank, the answers and the log.
+func runManagedTransfers(t *testing.T, label string, env map[string]string) (*bank, []answer, []logEvent) {
+	t.Helper()
+	f := startManaged(t, "execute", label, managedConcurrency, env)
 	b := newBank("transfer", managedAccounts, managedTransfers)
 	b.open(t, f, managedAccounts)
 	start := time.Now()
@@ -549,6 +534,20 @@ func TestManagedLitestream(t *testing.T) {
 	log := readLog(t, env["EVENTCORE_DB"])
 	requireAcknowledged(t, "log", log, answers)
 	b.requireConserved(t, "log", log, answers, true)
+	return b, answers, log
+}
+
+// TestManagedLitestream is TestManagedTransfers in Litestream mode over
+// the test S3 with 20 ms added to every request: besides the local log,
+// the replica, restored into a new file, holds every 200 at its answered
+// positions.
+func TestManagedLitestream(t *testing.T) {
+	requireManaged(t)
+	s3 := replicatest.StartS3(t)
+	s3.SetDelay(s3Delay)
+	dir := sharedDir(t)
+	env := litestreamEnv(dir, s3.URL("managed/events"))
+	b, answers, log := runManagedTransfers(t, "execute (managed, litestream)", env)
 	restored := restoreLog(t, env["EVENTCORE_REPLICA_URL"])
 	requireAcknowledged(t, "replica", restored, answers)
 	b.requireConserved(t, "replica", restored, answers, true)

@@ -106,6 +106,20 @@ func (n *node) appendOne(ctx context.Context, stream string, i int) (eventlog.Ap
 	return res, n.w.Sync(ctx)
 }
 
+// syncInFlight appends the first event of stream and starts a sync of it,
+// which is in flight (on a slow replica) when it returns; the channel gets
+// the sync's outcome.
+func (n *node) syncInFlight(t testing.TB, ctx context.Context, stream eventlog.StreamID) <-chan error {
+	t.Helper()
+	if _, err := n.store.Append(ctx, eventlog.AppendRequest{Expected: []eventlog.ExpectedVersion{{Stream: stream}}, Events: []eventlog.Event{{Stream: stream, Type: "Noted", Data: []byte(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- n.w.Sync(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	return synced
+}
+
 func fileURL(t testing.TB) string { return "file://" + filepath.Join(t.TempDir(), "replica") }
 
 // replicas returns the kinds of replica every scenario runs against.
@@ -442,12 +456,7 @@ func TestAppendsDoNotWaitForASyncInFlight(t *testing.T) {
 
 	s3.SetDelay(300 * time.Millisecond)
 	id := eventlog.MustStreamID("other")
-	if _, err := n.store.Append(ctx, eventlog.AppendRequest{Expected: []eventlog.ExpectedVersion{{Stream: id}}, Events: []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(`{}`)}}}); err != nil {
-		t.Fatal(err)
-	}
-	synced := make(chan error, 1)
-	go func() { synced <- n.w.Sync(ctx) }() // uploads, slowly
-	time.Sleep(50 * time.Millisecond)       // the sync is in flight
+	synced := n.syncInFlight(t, ctx, id)
 
 	const appends = 20
 	for i := range appends {
@@ -494,13 +503,7 @@ func TestCloseKeepsItsDeadlineAndReleasesTheLease(t *testing.T) {
 	n := mustNode(t, ctx, opts)
 	n.appendMany(t, ctx, "note", 0, 1)
 	s3.SetDelay(150 * time.Millisecond)
-	id := eventlog.MustStreamID("other")
-	if _, err := n.store.Append(ctx, eventlog.AppendRequest{Expected: []eventlog.ExpectedVersion{{Stream: id}}, Events: []eventlog.Event{{Stream: id, Type: "Noted", Data: []byte(`{}`)}}}); err != nil {
-		t.Fatal(err)
-	}
-	synced := make(chan error, 1)
-	go func() { synced <- n.w.Sync(ctx) }()
-	time.Sleep(50 * time.Millisecond) // the sync waits on the replica
+	synced := n.syncInFlight(t, ctx, eventlog.MustStreamID("other"))
 	const budget = time.Second
 	deadline, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
