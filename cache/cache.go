@@ -71,7 +71,54 @@ type Cache struct {
 
 	*ledger
 
+	// door holds the keys seen once and not admitted yet (see Admit);
+	// everyKey turns the doorkeeper off.
+	doorMu   sync.Mutex
+	door     map[string]struct{}
+	everyKey bool
+
 	hits, partial, caughtUp, misses, invalidations atomic.Uint64
+}
+
+// AdmitEveryKey turns the doorkeeper off: Admit then admits every key,
+// for workloads whose stream sets always repeat. It returns c.
+func (c *Cache) AdmitEveryKey() *Cache {
+	c.doorMu.Lock()
+	defer c.doorMu.Unlock()
+	c.everyKey = true
+	return c
+}
+
+// doorSize bounds the keys the doorkeeper remembers; when it is full it
+// starts over (a key then needs two more sightings to be admitted).
+const doorSize = 1 << 16
+
+// Admit reports whether a state for key is worth putting in the cache: it
+// is when the key has an entry already (a write-through), or has been
+// offered once before since the doorkeeper last started over. A key seen
+// for the first time is only remembered, so that a workload whose stream
+// sets rarely repeat (transfers between random pairs of accounts) does not
+// pay for encoding and storing states nobody reads again. The doorkeeper's
+// keys are not counted against the byte cap; it holds at most 65,536 of
+// them.
+func (c *Cache) Admit(key string) bool {
+	if _, ok := c.items.Get(key); ok {
+		return true
+	}
+	c.doorMu.Lock()
+	defer c.doorMu.Unlock()
+	if c.everyKey {
+		return true
+	}
+	if _, seen := c.door[key]; seen {
+		delete(c.door, key)
+		return true
+	}
+	if c.door == nil || len(c.door) >= doorSize {
+		c.door = make(map[string]struct{}, 1024)
+	}
+	c.door[key] = struct{}{}
+	return false
 }
 
 // ledger is the accounting of sizes. The item store's eviction callback

@@ -162,3 +162,28 @@ func TestConcurrentUseKeepsAccounting(t *testing.T) {
 		t.Fatalf("after expiry: %+v", st)
 	}
 }
+
+// The doorkeeper admits a key the second time it is offered, or at once
+// when it has an entry; a key offered once is only remembered. Turned
+// off, it admits every key.
+func TestDoorkeeperAdmitsRepeatedKeys(t *testing.T) {
+	c := cache.New(time.Minute, 1<<20)
+	if c.Admit("a") {
+		t.Fatal("a key offered for the first time was admitted")
+	}
+	if !c.Admit("a") {
+		t.Fatal("a key offered a second time was not admitted")
+	}
+	c.Put("b", cache.Entry{State: []byte(`{}`)})
+	if !c.Admit("b") {
+		t.Fatal("a key with an entry (a write-through) was not admitted")
+	}
+	for i := range 1000 {
+		if c.Admit(fmt.Sprintf("once-%d", i)) {
+			t.Fatalf("one-off key %d admitted", i)
+		}
+	}
+	if !cache.New(time.Minute, 1<<20).AdmitEveryKey().Admit("c") {
+		t.Fatal("AdmitEveryKey did not admit a new key")
+	}
+}

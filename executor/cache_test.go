@@ -90,7 +90,7 @@ func (w *world) cold(sp spec, opts Options) run {
 }
 
 func keyOf(sp spec) string {
-	return newMachine(newCounterCodec(), sp.cmd(nil), Options{Cache: cache.New(0, 0)}).key
+	return newMachine(newCounterCodec(), sp.cmd(nil), Options{Cache: cache.New(0, 0).AdmitEveryKey()}).key
 }
 
 func at(stream string, v eventlog.Version) eventlog.ExpectedVersion {
@@ -223,7 +223,7 @@ func wantRun(t *testing.T, r run, outcome string, replayed int, trace ...string)
 func TestCacheMissThenHit(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3), incs(t, "B", 2))
 	sp := spec{streams: []string{"A", "B"}, handle: countFolds}
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	opts := Options{Cache: c}
 
 	first := w.execute(sp, opts, false)
@@ -248,7 +248,7 @@ func TestCacheMissThenHit(t *testing.T) {
 func TestCachePartialHitReadsOnlyMovedStreams(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3), incs(t, "B", 2))
 	sp := spec{streams: []string{"A", "B"}, handle: countFolds}
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	opts := Options{Cache: c}
 	w.execute(sp, opts, false) // miss; the entry is at A@4 B@2
 
@@ -271,7 +271,7 @@ func TestCachePartialHitReadsOnlyMovedStreams(t *testing.T) {
 func TestCacheRetryAfterConflictRefreshesEntry(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3), incs(t, "B", 2))
 	sp := spec{streams: []string{"A", "B"}, handle: countFolds}
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	opts := Options{Cache: c, Retry: FixedDelay{MaxRetries: 3, Wait: time.Millisecond}}
 	w.execute(sp, opts, false) // the entry is at A@4 B@2
 
@@ -304,7 +304,7 @@ func TestCacheRetryAfterConflictRefreshesEntry(t *testing.T) {
 func TestCacheDiscoveryAfterCatchUp(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 1), incs(t, "C", 3))
 	sp := spec{streams: []string{"A"}, handle: countFolds}
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	opts := Options{Cache: c}
 	w.execute(sp, opts, false) // the entry is at A@2
 
@@ -338,7 +338,7 @@ func TestCacheHitDiscoversWhatItsOwnEventsPointTo(t *testing.T) {
 		}
 		return countFolds(s)
 	}}
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	opts := Options{Cache: c}
 	first := w.execute(sp, opts, false)
 	wantRun(t, first, "miss", 1, "read A", "append A@1", "done")
@@ -472,7 +472,7 @@ func TestCacheDamagedEntries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t, records...)
-			c := cache.New(time.Minute, 1<<20)
+			c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 			c.Put(keyOf(sp), tt.entry(w))
 			opts := Options{Cache: c, MaxStreams: tt.maxStreams}
 
@@ -507,7 +507,7 @@ func TestCacheReplaysExactlyTheEventsBehind(t *testing.T) {
 		for behindB := range 4 {
 			t.Run(fmt.Sprintf("A-%d,B-%d", behindA, behindB), func(t *testing.T) {
 				w := newWorld(t, incs(t, "A", 6), incs(t, "B", 5))
-				c := cache.New(time.Minute, 1<<20)
+				c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 				c.Put(keyOf(sp), entryAt(t, w, at("A", eventlog.Version(6-behindA)), at("B", eventlog.Version(5-behindB))))
 				reference := w.cold(sp, Options{})
 				warm := w.execute(sp, Options{Cache: c}, false)
@@ -536,7 +536,7 @@ func TestCacheReplaysExactlyTheEventsBehind(t *testing.T) {
 func TestCacheSnapshotOnMiss(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3), incs(t, "B", 2))
 	sp := spec{streams: []string{"A", "B"}, handle: countFolds, schema: "counter/v1"}
-	first := w.execute(sp, Options{Cache: cache.New(time.Minute, 1<<20), SnapshotThreshold: 5}, true)
+	first := w.execute(sp, Options{Cache: cache.New(time.Minute, 1<<20).AdmitEveryKey(), SnapshotThreshold: 5}, true)
 	wantRun(t, first, "miss", 5, "load snapshot", "read A", "read B", "append A@3 B@2", "save snapshot A@4 B@2", "done")
 	if !first.res.SnapshotSaved {
 		t.Error("SnapshotSaved false")
@@ -544,7 +544,7 @@ func TestCacheSnapshotOnMiss(t *testing.T) {
 
 	w.add(rec(t, "B", 3, incremented{By: 1}))
 	reference := w.cold(sp, Options{})
-	c := cache.New(time.Minute, 1<<20)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 	warm := w.execute(sp, Options{Cache: c, SnapshotThreshold: 5}, true)
 	wantRun(t, warm, "snapshot", 1, "load snapshot", "probe A B", "read B after 2", "append A@4 B@3", "done")
 	sameDecision(t, warm, reference)
@@ -577,7 +577,7 @@ func TestCacheDroppedEntryIsDeleted(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t, incs(t, "A", 2), incs(t, "B", 1))
-			c := cache.New(time.Minute, 1<<20)
+			c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 			c.Put(keyOf(sp), entry(w))
 			reference := w.cold(sp, Options{})
 			warm := w.execute(sp, Options{Cache: c}, false)
@@ -601,7 +601,7 @@ func TestCacheIsCollected(t *testing.T) {
 	runtime.GC()
 	before := runtime.NumGoroutine()
 	for i := range 50 {
-		c := cache.New(time.Minute, 1<<20)
+		c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
 		c.Put(fmt.Sprint(i), cache.Entry{Streams: []eventlog.ExpectedVersion{at("A", 1)}, State: []byte(`{}`)})
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -581,7 +581,9 @@ func (m *machine[S, E]) foldAppended(r eventlog.Record) error {
 // remember puts the state, now current at m.read's versions, into the
 // cache, and saves a snapshot when this attempt replayed enough events.
 func (m *machine[S, E]) remember(r Result) effect {
-	if m.opts.Cache == nil && !m.snapshots {
+	cached := m.opts.Cache != nil && m.opts.Cache.Admit(m.key)
+	snapshot := m.snapshots && m.replayed >= m.opts.SnapshotThreshold
+	if !cached && !snapshot {
 		return done(r, nil)
 	}
 	state, err := json.Marshal(m.state)
@@ -592,10 +594,10 @@ func (m *machine[S, E]) remember(r Result) effect {
 	for i, s := range m.order {
 		streams[i] = eventlog.ExpectedVersion{Stream: s, Version: m.read[s]}
 	}
-	if m.opts.Cache != nil {
+	if cached {
 		m.opts.Cache.Put(m.key, cache.Entry{Streams: streams, State: state})
 	}
-	if m.snapshots && m.replayed >= m.opts.SnapshotThreshold {
+	if snapshot {
 		m.result = r
 		return effect{kind: effectSaveSnapshot, snap: eventlog.Snapshot{Key: m.snapshotKey(), Streams: streams, State: state}}
 	}

@@ -493,3 +493,34 @@ func TestRetriesStartFromTheSnapshot(t *testing.T) {
 		t.Fatalf("%.0f events folded per command, want under twice the snapshot threshold (%d)", perCommand, 2*threshold)
 	}
 }
+
+// With the cache's doorkeeper (the default), a command whose stream set
+// is new is not encoded into the cache; the second time it is, and the
+// third is a hit.
+func TestOneOffStreamSetsAreNotCached(t *testing.T) {
+	tw := newTwin(t)
+	for i := range 12 {
+		tw.open(fmt.Sprintf("acc%d", i), 2)
+	}
+	c := cache.New(time.Minute, 1<<20)
+	opts := executor.Options{Cache: c, SnapshotThreshold: -1}
+	for i := range 6 { // six pairs, each once
+		if _, err := bank.Execute(context.Background(), tw.warm, bank.Transfer{From: fmt.Sprintf("acc%d", 2*i), To: fmt.Sprintf("acc%d", 2*i+1), Amount: 1}, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.Stats().Entries; n != 0 {
+		t.Fatalf("%d entries after six one-off transfers, want none", n)
+	}
+	var outcomes []string
+	for range 3 {
+		res, err := bank.Execute(context.Background(), tw.warm, bank.Deposit{Account: "acc0", Amount: 1}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes = append(outcomes, res.Cache)
+	}
+	if fmt.Sprint(outcomes) != "[miss miss hit]" {
+		t.Fatalf("three deposits on one account: %v, want [miss miss hit]", outcomes)
+	}
+}
