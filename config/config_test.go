@@ -205,18 +205,19 @@ func FuzzLoad(f *testing.F) {
 		{"EVENTCORE_SYNC", "normal"}, {"EVENTCORE_CACHE_MAX_BYTES", "64MiB"}, {"EVENTCORE_CACHE_TTL", "1h"},
 		{"EVENTCORE_PROJECTION_BATCH", "1"}, {"EVENTCORE_DB", "/mnt/x"}, {"EVENTCORE_ALLOW_EPHEMERAL", "T"},
 		{"AWS_LAMBDA_FUNCTION_NAME", "f"}, {"EVENTCORE_CACHE_MAX_BYTES", "1e3"}, {"EVENTCORE_READ_DB", "\x00"},
+		{"EVENTCORE_PUSH_INTERVAL", "0"}, {"AWS_LAMBDA_MAX_CONCURRENCY", "64"},
 	} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, name, value string) {
 		c, err := config.Load(env(map[string]string{name: value}))
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "EVENTCORE_") || strings.ContainsAny(err.Error(), "\r\n") {
+			if !strings.HasPrefix(err.Error(), "EVENTCORE_") && !strings.HasPrefix(err.Error(), "AWS_LAMBDA_MAX_CONCURRENCY: ") || strings.ContainsAny(err.Error(), "\r\n") {
 				t.Fatalf("%s=%q: error %q", name, value, err)
 			}
 			return
 		}
-		if c.CacheTTL <= 0 || c.CacheMaxBytes <= 0 || c.ProjectionBatch <= 0 || c.ProjectionInterval <= 0 || c.SnapshotThreshold <= 0 || c.PushTimeout <= 0 {
+		if c.CacheTTL <= 0 || c.CacheMaxBytes <= 0 || c.ProjectionBatch <= 0 || c.ProjectionInterval <= 0 || c.SnapshotThreshold <= 0 || c.PushTimeout <= 0 || c.PushInterval < 0 || c.MaxConcurrency < 0 {
 			t.Fatalf("%s=%q: %+v", name, value, c)
 		}
 		if c.OnLambda && !c.AllowEphemeral && !strings.HasPrefix(filepath.Clean(c.DB)+"/", "/mnt/") {
