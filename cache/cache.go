@@ -37,6 +37,11 @@ type Entry struct {
 	Streams []eventlog.ExpectedVersion
 	// State is the encoded state.
 	State []byte
+	// Value, when set, is the decoded state State encodes, kept so that a
+	// hit need not decode it. Every reader shares it: it must never be
+	// modified (the executor folds into a clone of it). It is not costed
+	// on its own: an entry counts its encoded size.
+	Value any
 }
 
 // size is what an entry costs against the cap: its encoded bytes plus a

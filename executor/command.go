@@ -39,6 +39,16 @@ type Command[S, E any] interface {
 	Handle(state S) ([]Emit[E], error)
 }
 
+// Cloner is implemented by a command state that can copy itself. A warm
+// command whose state implements it starts from a clone of the cached
+// state instead of decoding it. Clone must return a value that shares
+// nothing the command's Apply may change (copy maps and slices): the
+// cached state is shared by every command that hits it, and must never
+// change.
+type Cloner[S any] interface {
+	Clone() S
+}
+
 // StreamDiscoverer is implemented by commands that find more streams in
 // their state, such as a transfer that finds the fee account on the source
 // account. After each stream is folded, Execute asks for more streams;

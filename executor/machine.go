@@ -331,7 +331,12 @@ func (m *machine[S, E]) useEntry(e cache.Entry, fromCache bool) effect {
 	for _, s := range m.cmd.Streams() {
 		valid = valid && covered[s]
 	}
-	if !valid || json.Unmarshal(e.State, &m.state) != nil {
+	if !valid {
+		return m.dropEntry()
+	}
+	if c, ok := e.Value.(Cloner[S]); ok {
+		m.state = c.Clone() // the cached value itself is shared: never fold into it
+	} else if json.Unmarshal(e.State, &m.state) != nil {
 		return m.dropEntry()
 	}
 	probe := make([]eventlog.StreamID, len(e.Streams))
@@ -595,7 +600,11 @@ func (m *machine[S, E]) remember(r Result) effect {
 		streams[i] = eventlog.ExpectedVersion{Stream: s, Version: m.read[s]}
 	}
 	if cached {
-		m.opts.Cache.Put(m.key, cache.Entry{Streams: streams, State: state})
+		e := cache.Entry{Streams: streams, State: state}
+		if _, ok := any(m.state).(Cloner[S]); ok {
+			e.Value = m.state // nothing folds into it any more: the machine is done
+		}
+		m.opts.Cache.Put(m.key, e)
 	}
 	if snapshot {
 		m.result = r

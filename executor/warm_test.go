@@ -524,3 +524,60 @@ func TestOneOffStreamSetsAreNotCached(t *testing.T) {
 		t.Fatalf("three deposits on one account: %v, want [miss miss hit]", outcomes)
 	}
 }
+
+// A cache hit of a state that can clone itself (bank.State) decodes
+// nothing and folds into a clone: the cached value another command holds
+// never changes, and warm results agree with cold ones.
+func TestCachedStateIsNeverFoldedInto(t *testing.T) {
+	tw := newTwin(t)
+	tw.open("acc", 3)
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
+	opts := executor.Options{Cache: c, SnapshotThreshold: -1}
+	deposit := func(amount int64) executor.Result {
+		t.Helper()
+		res, err := bank.Execute(context.Background(), tw.warm, bank.Deposit{Account: "acc", Amount: amount}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bank.Execute(context.Background(), tw.cold, bank.Deposit{Account: "acc", Amount: amount}, cold); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	deposit(10) // cached
+	key := cacheKey(bank.CommandDeposit, "acc")
+	entry, ok := c.Get(key)
+	if !ok {
+		t.Fatal("no entry after a deposit")
+	}
+	held, ok := entry.Value.(bank.State)
+	if !ok {
+		t.Fatalf("the entry keeps no decoded state: %T", entry.Value)
+	}
+	before := held.Account("acc").Balance
+	tw.deposit("acc", 1) // another writer: the next hit catches up one event
+	if res := deposit(5); res.Cache != "partial" {
+		t.Fatalf("second deposit: cache %q, want partial", res.Cache)
+	}
+	if got := held.Account("acc").Balance; got != before {
+		t.Fatalf("the cached state another command held changed from %d to %d", before, got)
+	}
+	// The state now cached is the warm store's truth, as a cold read finds it.
+	entry, _ = c.Get(key)
+	warm := entry.Value.(bank.State).Account("acc").Balance
+	var coldState bank.State
+	codec := bank.NewCodec()
+	for r, err := range tw.cold.ReadStream(context.Background(), bank.StreamOf("acc"), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := codec.Decode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		coldState.Apply(ev.Data)
+	}
+	if got := coldState.Account("acc").Balance; got != warm {
+		t.Fatalf("cached balance %d, cold balance %d", warm, got)
+	}
+}

@@ -115,6 +115,16 @@ type State struct {
 	Accounts map[string]Account
 }
 
+// Clone returns a copy of s that shares no map with it (executor.Cloner):
+// a cached state is never folded into.
+func (s State) Clone() State {
+	out := State{Accounts: make(map[string]Account, len(s.Accounts))}
+	for id, a := range s.Accounts {
+		out.Accounts[id] = a
+	}
+	return out
+}
+
 // Account returns the folded state of id (closed and empty if unseen).
 func (s State) Account(id string) Account { return s.Accounts[id] }
 
