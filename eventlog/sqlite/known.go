@@ -8,15 +8,17 @@ import (
 )
 
 // knownFor is how long what the writer knows of stream versions is
-// trusted without a commit: each commit checks whether another process
-// wrote the file, and an idle writer checks nothing.
+// trusted after the last check that no other process wrote the file: a
+// commit checks that at most every dataVersionEvery, and an idle writer
+// checks nothing.
 const knownFor = time.Second
 
 // known is the version of the streams this process wrote, as its writer
 // committed them, so that a version probe does not ask the database what
 // the process already knows. It is trusted only while no other process has
-// written the file (the writer connection's PRAGMA data_version, checked at
-// every commit, says when one did) and for knownFor after the last check.
+// written the file (the writer connection's PRAGMA data_version, checked by
+// a commit at most every dataVersionEvery, says when one did) and for
+// knownFor after the last check.
 // Versions only grow, so a stale entry can only be lower than the truth:
 // the append's version check then refuses the command, which costs a retry
 // (and forgets the streams involved), never a wrong decision. Safe for
@@ -31,19 +33,26 @@ func newKnown() *known {
 	return &known{versions: map[eventlog.StreamID]eventlog.Version{}}
 }
 
-// committed records a commit's records; external says whether another
-// process wrote the file since the last commit, in which case everything
-// known before is forgotten.
-func (k *known) committed(records []eventlog.Record, external bool) {
+// committed records the versions a commit's outcomes wrote; checked says
+// whether the commit
+// checked for another process's writes, and external whether it found
+// some since the last check, in which case everything known before is
+// forgotten.
+func (k *known) committed(outcomes []appendOutcome, external, checked bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if external {
 		clear(k.versions)
 	}
-	k.checked = time.Now()
-	for _, r := range records {
-		if r.Version > k.versions[r.Stream] {
-			k.versions[r.Stream] = r.Version
+	if checked {
+		k.checked = time.Now()
+	}
+	for _, o := range outcomes {
+		for i := range o.result.Records {
+			r := &o.result.Records[i]
+			if r.Version > k.versions[r.Stream] {
+				k.versions[r.Stream] = r.Version
+			}
 		}
 	}
 }

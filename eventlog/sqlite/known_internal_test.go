@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/eventcore-go/eventcore/eventlog"
 )
@@ -93,7 +94,9 @@ func TestStaleKnowledgeCostsARetryNeverAWrongWrite(t *testing.T) {
 	if got := versionOf(t, a, "s"); got != 2 {
 		t.Fatalf("after the refused append the version is %d, want the database's 2", got)
 	}
-	// a's next commit sees b's writes and forgets t's stale version too.
+	// a's next commit that checks (at most every dataVersionEvery) sees
+	// b's writes and forgets t's stale version too.
+	time.Sleep(dataVersionEvery)
 	if _, err := appendAt(a, "u", 0); err != nil {
 		t.Fatal(err)
 	}

@@ -199,8 +199,7 @@ func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlo
 		return eventlog.AppendResult{}, err
 	}
 	res, err := s.writer.submit(ctx, call)
-	var conflict *eventlog.ConflictError
-	if errors.As(err, &conflict) {
+	if err != nil && errors.Is(err, eventlog.ErrConflict) {
 		// What this process knew of them was stale, or the caller's was.
 		streams := make([]eventlog.StreamID, len(req.Expected))
 		for i, e := range req.Expected {
