@@ -39,10 +39,10 @@ func writerEnv(dir string, s3 *replicatest.S3, path string) map[string]string {
 }
 
 // Many units at once find that another writer moved the replica while
-// this instance was idle past its lease: one reloads while the others
-// wait, and every command then answers 200 on the reloaded log, its
+// this instance was idle past its lease: the reload happens while the
+// others wait, and every command then answers 200 on the reloaded log, its
 // positions following the other writer's.
-func TestConcurrentUnitsReloadOnce(t *testing.T) {
+func TestConcurrentUnitsAnswerOnTheReloadedLog(t *testing.T) {
 	s3 := replicatest.StartS3(t)
 	first := openRole(t, app.RoleExecute, writerEnv(t.TempDir(), s3, "reload/events"))
 	defer func() { _ = first.Close() }()

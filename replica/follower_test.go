@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/eventlogtest"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/replica"
+	"github.com/eventcore-go/eventcore/replica/replicatest"
 )
 
 func feed(t *testing.T, ctx context.Context, s eventlog.Store) []eventlog.Record {
@@ -193,5 +195,44 @@ func TestFollowerFailedRestoreFailsReads(t *testing.T) {
 	}
 	if h, err := f.Head(ctx); err != nil || h != 8 {
 		t.Fatalf("Head after the repair = %d, %v; want 8", h, err)
+	}
+}
+
+// Reads of the follower's copy go on while a catch-up waits on a slow
+// replica: only applying the new files holds them back.
+func TestFollowerReadsDuringCatchUp(t *testing.T) {
+	ctx := context.Background()
+	s3 := replicatest.StartS3(t)
+	url := s3.URL("follow/events")
+	w := mustNode(t, ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "w.db")})
+	w.appendMany(t, ctx, "note", 0, 2)
+	f, err := replica.OpenFollower(ctx, replica.Options{URL: url, Path: filepath.Join(t.TempDir(), "f.db")}, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	w.appendMany(t, ctx, "note", 2, 3)
+
+	s3.SetDelay(500 * time.Millisecond)
+	caught := make(chan error, 1)
+	go func() {
+		_, err := f.CatchUp(ctx)
+		caught <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the catch-up lists the replica, slowly
+	began := time.Now()
+	if head, err := f.Head(ctx); err != nil || head != 2 {
+		t.Fatalf("a read during the catch-up: head %d, %v; want the copy's 2", head, err)
+	}
+	// Every request to the replica takes 500 ms; a read that waited for
+	// one took at least most of that.
+	if took := time.Since(began); took > 250*time.Millisecond {
+		t.Fatalf("a read during the catch-up took %v: it waited for the replica", took)
+	}
+	if err := <-caught; err != nil {
+		t.Fatal(err)
+	}
+	if head, err := f.Head(ctx); err != nil || head != 3 {
+		t.Fatalf("after the catch-up: head %d, %v; want 3", head, err)
 	}
 }
