@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -24,11 +23,7 @@ import (
 	"github.com/eventcore-go/eventcore/cmd/loadtest/load"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	localtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { localtest.Main(m) }
 
 func TestParseFlags(t *testing.T) {
 	o, err := parseFlags([]string{"-n", "5"}, io.Discard)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,11 +12,7 @@ import (
 	"github.com/eventcore-go/eventcore/cmd/loadtest/internal/localtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	localtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { localtest.Main(m) }
 
 // balanceOf reads an account from the local runner once its projection
 // reached position.

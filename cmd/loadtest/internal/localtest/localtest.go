@@ -53,7 +53,15 @@ func build() (string, error) {
 	return binary, buildErr
 }
 
-// Cleanup removes the built binary; call it from TestMain after m.Run.
+// Main runs the tests of a package that starts local runners, then
+// removes the binary they shared; call it as the package's TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the built binary (Main calls it).
 func Cleanup() {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
