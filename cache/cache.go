@@ -1,12 +1,13 @@
-// Package cache is the warm-instance cache of folded command state: per
-// command and stream set, the encoded state and the version of every stream
-// it covers, so that a warm instance probes versions instead of replaying
-// history.
+// Package cache is the warm-instance cache of what commands read: per
+// command and stream set, the folded state and the version of every stream
+// it covers, and per short stream its decoded events, so that a warm
+// instance probes versions instead of replaying history.
 //
 // It is built on github.com/patrickmn/go-cache for expiry, and adds a cap on
-// memory: each entry is costed by its encoded size, and when the total
-// passes the cap the oldest entries are evicted first. The accounting is a
-// map of sizes and a first-in-first-out queue of keys; nothing more.
+// memory: each entry is costed by its size (encoded, or as estimated by the
+// caller; see Entry.Bytes), and when the total passes the cap the oldest
+// entries are evicted first. The accounting is a map of sizes and a
+// first-in-first-out queue of keys; nothing more.
 //
 // An entry is only ever a hint: the executor checks its versions against the
 // store before use, so a stale or damaged entry costs a read or a retry,
@@ -30,24 +31,28 @@ const (
 	DefaultMaxBytes = 64 << 20
 )
 
-// Entry is the folded state of one command over its streams.
+// Entry is what the cache keeps under one key: the folded state of one
+// command over its streams, or the events of one stream.
 type Entry struct {
-	// Streams are every stream the state covers (declared and discovered),
+	// Streams are every stream the entry covers (declared and discovered),
 	// in the order they were read, with the version folded of each.
 	Streams []eventlog.ExpectedVersion
-	// State is the encoded state.
+	// State is the encoded state, when it is kept encoded.
 	State []byte
-	// Value, when set, is the decoded state State encodes, kept so that a
-	// hit need not decode it. Every reader shares it: it must never be
-	// modified (the executor folds into a clone of it). It is not costed
-	// on its own: an entry counts its encoded size.
+	// Value, when set, is what the entry keeps decoded (the executor keeps
+	// states that can be cloned, and streams' events). Every reader shares
+	// it: the cache never looks inside, and whoever stores it says how it
+	// may change.
 	Value any
+	// Bytes is the estimated size of Value, costed against the cap in
+	// place of len(State) when it is larger.
+	Bytes int64
 }
 
-// size is what an entry costs against the cap: its encoded bytes plus a
-// fixed overhead per stream and per entry.
+// size is what an entry costs against the cap: its encoded bytes (or the
+// estimate in Bytes) plus a fixed overhead per stream and per entry.
 func (e Entry) size(key string) int64 {
-	n := int64(len(key) + len(e.State) + 64)
+	n := int64(len(key)+64) + max(int64(len(e.State)), e.Bytes)
 	for _, s := range e.Streams {
 		n += int64(len(s.Stream.String()) + 24)
 	}

@@ -9,9 +9,9 @@
 // command may discover more streams from its folded state; they join the
 // same consistency check.
 //
-// The executor is a pure state machine (see machine.go) that yields effects
-// (read a stream, append, sleep) to a thin driver loop; the machine is
-// tested without any I/O.
+// An attempt reads top to bottom (execute.go): read, fold, decide, append,
+// retry. What it takes from and gives back to the cache and snapshots is in
+// warm.go. Both are tested through a recording fake store.
 package executor
 
 import (
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/eventcore-go/eventcore/eventlog"
@@ -32,7 +33,8 @@ type Command[S, E any] interface {
 	// Streams declares the streams the command reads before any discovery:
 	// at least one, no duplicates.
 	Streams() []eventlog.StreamID
-	// Apply folds one event into state.
+	// Apply folds one event into state. It must not change the event: the
+	// cache shares decoded events between commands.
 	Apply(state *S, event Event[E])
 	// Handle decides the new events from the folded state, or returns a
 	// business-rule error, which Execute returns as it is and never retries.
@@ -106,13 +108,25 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 type Codec[E any] struct {
 	decoders map[string]func([]byte) (E, error)
 	names    map[reflect.Type]string
+	// cachePrefix starts the cache keys of the streams' events this codec
+	// decoded: another codec may decode the same records differently.
+	cachePrefix string
 }
+
+var codecs atomic.Uint64
 
 // NewCodec returns an empty codec for domain event type E (usually an
 // interface that every event type implements).
 func NewCodec[E any]() *Codec[E] {
-	return &Codec[E]{decoders: map[string]func([]byte) (E, error){}, names: map[reflect.Type]string{}}
+	return &Codec[E]{
+		decoders:    map[string]func([]byte) (E, error){},
+		names:       map[reflect.Type]string{},
+		cachePrefix: fmt.Sprintf("\x1estream events\x1f%s\x1f%d\x1f", reflect.TypeFor[E](), codecs.Add(1)),
+	}
 }
+
+// streamKey names the cache entry of stream s's events decoded by c.
+func (c *Codec[E]) streamKey(s eventlog.StreamID) string { return c.cachePrefix + s.String() }
 
 // Register maps the type name to the Go type T, which must be assignable to
 // E. It panics on a duplicate name or type, an invalid name, or a T that is

@@ -112,7 +112,7 @@ func (tw twin) run(cmd bank.Command, opts executor.Options) (executor.Result, er
 			tw.t.Errorf("%T: event %d warm %+v, cold %+v", cmd, i, w, c)
 		}
 	}
-	if ref.Cache != "" || ref.SnapshotSaved {
+	if ref.Cache.String() != "" || ref.SnapshotSaved {
 		tw.t.Errorf("the cold run used warm state: %+v", ref)
 	}
 	return warm, werr
@@ -138,7 +138,7 @@ func snapshotBalance(t *testing.T, snap eventlog.Snapshot, account string) int64
 
 func wantResult(t *testing.T, res executor.Result, outcome string, replayed int, saved bool) {
 	t.Helper()
-	if res.Cache != outcome || res.Replayed != replayed || res.SnapshotSaved != saved {
+	if res.Cache.String() != outcome || res.Replayed != replayed || res.SnapshotSaved != saved {
 		t.Errorf("Cache %q, Replayed %d, SnapshotSaved %v; want %q, %d, %v", res.Cache, res.Replayed, res.SnapshotSaved, outcome, replayed, saved)
 	}
 }
@@ -301,7 +301,7 @@ func TestWarmSnapshotNeverGoesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Replayed != 20 || res.Cache != "" {
+	if res.Replayed != 20 || res.Cache.String() != "" {
 		t.Errorf("started from a snapshot ahead of the store: %+v", res)
 	}
 	if snap, _ := loadSnapshot(t, store, key); snap.Streams[0].Version != 1000 {
@@ -370,7 +370,7 @@ func TestWarmConcurrentInstances(t *testing.T) {
 					errs <- err
 					return
 				}
-				if len(res.Events) != 1 || res.Cache == "" {
+				if len(res.Events) != 1 || res.Cache.String() == "" {
 					errs <- fmt.Errorf("result %+v", res)
 					return
 				}
@@ -439,9 +439,9 @@ func TestWarmConcurrentInstances(t *testing.T) {
 				t.Errorf("cache %d has no entry for %s", ci, name(i))
 				continue
 			}
-			var s bank.State
-			if err := json.Unmarshal(e.State, &s); err != nil || len(e.Streams) != 1 {
-				t.Fatalf("cache %d entry %+v: %v", ci, e, err)
+			s, ok := executor.CachedState[bank.State](e)
+			if !ok || len(e.Streams) != 1 {
+				t.Fatalf("cache %d entry %+v keeps no decoded state", ci, e)
 			}
 			if got, v := s.Account(name(i)).Balance, e.Streams[0].Version; got != int64(v)-1 {
 				t.Errorf("cache %d: %s at version %d has balance %d", ci, name(i), v, got)
@@ -518,7 +518,7 @@ func TestOneOffStreamSetsAreNotCached(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		outcomes = append(outcomes, res.Cache)
+		outcomes = append(outcomes, res.Cache.String())
 	}
 	if fmt.Sprint(outcomes) != "[miss miss hit]" {
 		t.Fatalf("three deposits on one account: %v, want [miss miss hit]", outcomes)
@@ -550,13 +550,13 @@ func TestCachedStateIsNeverFoldedInto(t *testing.T) {
 	if !ok {
 		t.Fatal("no entry after a deposit")
 	}
-	held, ok := entry.Value.(bank.State)
+	held, ok := executor.CachedState[bank.State](entry)
 	if !ok {
 		t.Fatalf("the entry keeps no decoded state: %T", entry.Value)
 	}
 	before := held.Account("acc").Balance
 	tw.deposit("acc", 1) // another writer: the next hit catches up one event
-	if res := deposit(5); res.Cache != "partial" {
+	if res := deposit(5); res.Cache.String() != "partial" {
 		t.Fatalf("second deposit: cache %q, want partial", res.Cache)
 	}
 	if got := held.Account("acc").Balance; got != before {
@@ -564,7 +564,8 @@ func TestCachedStateIsNeverFoldedInto(t *testing.T) {
 	}
 	// The state now cached is the warm store's truth, as a cold read finds it.
 	entry, _ = c.Get(key)
-	warm := entry.Value.(bank.State).Account("acc").Balance
+	warmState, _ := executor.CachedState[bank.State](entry)
+	warm := warmState.Account("acc").Balance
 	var coldState bank.State
 	codec := bank.NewCodec()
 	for r, err := range tw.cold.ReadStream(context.Background(), bank.StreamOf("acc"), 0) {

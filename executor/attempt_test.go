@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -15,7 +16,9 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
-// world scripts the outcomes of the machine's effects without any I/O.
+// world is a recording fake store: it scripts the outcomes of the store
+// calls an execution makes and records every call in trace, so that tests
+// assert what an attempt asked the store, in order.
 type world struct {
 	t       *testing.T
 	streams map[eventlog.StreamID][]eventlog.Record
@@ -23,7 +26,7 @@ type world struct {
 	lookup  func() ([]eventlog.Record, bool, error)
 	appends []func(eventlog.AppendRequest) (eventlog.AppendResult, error)
 
-	trace    []string // every effect, in order; hooks may add to it
+	trace    []string // every call, in order; hooks may add to it
 	requests []eventlog.AppendRequest
 
 	// Warm state: probes answer the streams' versions, snapshots are kept
@@ -32,7 +35,13 @@ type world struct {
 	probeErr   error
 	snapshots  map[string]eventlog.Snapshot
 	autoCommit bool
-	reads      []effect // every read effect, for its after
+	reads      []readCall // every read, for its after
+}
+
+// readCall is one ReadStream call.
+type readCall struct {
+	stream eventlog.StreamID
+	after  eventlog.Version
 }
 
 func newWorld(t *testing.T, records ...[]eventlog.Record) *world {
@@ -51,89 +60,115 @@ func (w *world) add(rs ...eventlog.Record) {
 	}
 }
 
-func newTestMachine(cmd Command[counterState, counterEvent], opts Options) *machine[counterState, counterEvent] {
-	return newMachine(newCounterCodec(), cmd, opts)
+// testCodec is shared by every test execution, as a domain shares one:
+// the cache keeps streams' events per codec.
+var testCodec = newCounterCodec()
+
+// newTestExecution prepares cmd for a world; drive runs it there.
+func newTestExecution(cmd Command[counterState, counterEvent], opts Options) *execution[counterState, counterEvent] {
+	return newExecution[counterState, counterEvent](nil, testCodec, cmd, opts)
 }
 
-// drive runs m against w until the machine is done.
-func (w *world) drive(m *machine[counterState, counterEvent]) (Result, error) {
+// withoutSnapshots hides the world's snapshot capability.
+type withoutSnapshots struct{ eventlog.Store }
+
+// drive runs x against w (with its snapshots when snapshots is given and
+// true) and records "done" at the end.
+func (w *world) drive(x *execution[counterState, counterEvent], snapshots ...bool) (Result, error) {
 	w.t.Helper()
-	eff := m.start()
-	for step := 0; step < 10_000; step++ {
-		switch eff.kind {
-		case effectLookup:
-			w.trace = append(w.trace, "lookup")
-			if w.lookup == nil {
-				w.t.Fatal("unexpected lookup")
-			}
-			eff = m.lookedUp(w.lookup())
-		case effectRead:
-			if eff.after != 0 {
-				w.trace = append(w.trace, fmt.Sprintf("read %s after %d", eff.stream, eff.after))
-			} else {
-				w.trace = append(w.trace, "read "+eff.stream.String())
-			}
-			w.reads = append(w.reads, eff)
-			eff = w.read(m, eff.stream, eff.after)
-		case effectAppend:
-			w.trace = append(w.trace, "append "+expectedString(eff.request.Expected))
-			w.requests = append(w.requests, eff.request)
-			next := w.commit
-			switch {
-			case len(w.appends) > 0:
-				next = w.appends[0]
-				w.appends = w.appends[1:]
-			case !w.autoCommit:
-				w.t.Fatalf("unexpected append %+v", eff.request)
-			}
-			eff = m.appended(next(eff.request))
-		case effectSleep:
-			w.trace = append(w.trace, "sleep "+eff.delay.String())
-			eff = m.slept()
-		case effectProbe:
-			names := make([]string, len(eff.probe))
-			for i, s := range eff.probe {
-				names[i] = s.String()
-			}
-			w.trace = append(w.trace, "probe "+strings.Join(names, " "))
-			versions := make([]eventlog.Version, len(eff.probe))
-			for i, s := range eff.probe {
-				versions[i] = w.version(s)
-			}
-			eff = m.probed(versions, w.probeErr)
-		case effectLoadSnapshot:
-			w.trace = append(w.trace, "load snapshot")
-			snap, found := w.snapshots[eff.key]
-			eff = m.snapshotLoaded(snap, found, nil)
-		case effectSaveSnapshot:
-			w.trace = append(w.trace, "save snapshot "+expectedString(eff.snap.Streams))
-			w.saveSnapshot(eff.snap)
-			eff = m.snapshotSaved(nil)
-		case effectDone:
-			w.trace = append(w.trace, "done")
-			return eff.result, eff.err
-		default:
-			w.t.Fatalf("unknown effect %d", eff.kind)
+	x.store, x.snapshots = withoutSnapshots{w}, nil
+	if len(snapshots) > 0 && snapshots[0] {
+		if _, ok := x.cmd.(Snapshotter); ok && x.opts.SnapshotThreshold > 0 {
+			x.store, x.snapshots = w, w
+			x.key = cacheKey[counterState](x.opts.Metadata.Command, x.cmd)
 		}
 	}
-	w.t.Fatal("the machine does not end")
-	return Result{}, nil
+	x.sleep = func(_ context.Context, d time.Duration) error {
+		w.trace = append(w.trace, "sleep "+d.String())
+		return nil
+	}
+	res, err := x.run(context.Background())
+	w.trace = append(w.trace, "done")
+	return res, err
 }
 
-func (w *world) read(m *machine[counterState, counterEvent], s eventlog.StreamID, after eventlog.Version) effect {
-	for _, r := range w.streams[s] {
-		if r.Version <= after {
-			continue
-		}
-		if err := m.fold(r); err != nil {
-			return m.failed(err)
-		}
+func (w *world) LookupCommand(context.Context, string) ([]eventlog.Record, bool, error) {
+	w.trace = append(w.trace, "lookup")
+	if w.lookup == nil {
+		w.t.Fatal("unexpected lookup")
 	}
-	if err := w.readErr[s]; err != nil {
-		return m.failed(err)
-	}
-	return m.streamDone()
+	return w.lookup()
 }
+
+func (w *world) ReadStream(_ context.Context, s eventlog.StreamID, after eventlog.Version) iter.Seq2[eventlog.Record, error] {
+	if after != 0 {
+		w.trace = append(w.trace, fmt.Sprintf("read %s after %d", s, after))
+	} else {
+		w.trace = append(w.trace, "read "+s.String())
+	}
+	w.reads = append(w.reads, readCall{stream: s, after: after})
+	return func(yield func(eventlog.Record, error) bool) {
+		for _, r := range w.streams[s] {
+			if r.Version > after && !yield(r, nil) {
+				return
+			}
+		}
+		if err := w.readErr[s]; err != nil {
+			yield(eventlog.Record{}, err)
+		}
+	}
+}
+
+func (w *world) StreamVersions(_ context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	names := make([]string, len(streams))
+	for i, s := range streams {
+		names[i] = s.String()
+	}
+	w.trace = append(w.trace, "probe "+strings.Join(names, " "))
+	versions := make([]eventlog.Version, len(streams))
+	for i, s := range streams {
+		versions[i] = w.version(s)
+	}
+	return versions, w.probeErr
+}
+
+func (w *world) Append(_ context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	w.trace = append(w.trace, "append "+expectedString(req.Expected))
+	w.requests = append(w.requests, req)
+	next := w.commit
+	switch {
+	case len(w.appends) > 0:
+		next = w.appends[0]
+		w.appends = w.appends[1:]
+	case !w.autoCommit:
+		w.t.Fatalf("unexpected append %+v", req)
+	}
+	return next(req)
+}
+
+func (w *world) LoadSnapshot(_ context.Context, key string) (eventlog.Snapshot, bool, error) {
+	w.trace = append(w.trace, "load snapshot")
+	snap, found := w.snapshots[key]
+	return snap, found, nil
+}
+
+func (w *world) SaveSnapshot(_ context.Context, snap eventlog.Snapshot) error {
+	w.trace = append(w.trace, "save snapshot "+expectedString(snap.Streams))
+	w.saveSnapshot(snap)
+	return nil
+}
+
+func (w *world) ReadFeed(context.Context, eventlog.FeedQuery) ([]eventlog.Record, error) {
+	w.t.Fatal("an execution read the feed")
+	return nil, nil
+}
+
+func (w *world) Head(context.Context) (eventlog.Position, error) {
+	w.t.Fatal("an execution read the head")
+	return 0, nil
+}
+
+func (w *world) Close() error { return nil }
 
 // version is the current version of s: its last record's, 0 when empty.
 func (w *world) version(s eventlog.StreamID) eventlog.Version {
@@ -241,23 +276,20 @@ func incA(counterState) ([]Emit[counterEvent], error) {
 	return []Emit[counterEvent]{emitInc("A", 1)}, nil
 }
 
-func TestMachineStepByStep(t *testing.T) {
+func TestAttemptStepByStep(t *testing.T) {
 	var seen []counterState
 	cmd := namedProbe{probe{streams: sids("A", "B"), seen: &seen, handle: incA}}
-	m := newTestMachine(cmd, Options{Metadata: eventlog.Metadata{CorrelationID: "corr"}})
-
-	if eff := m.start(); !reflect.DeepEqual(eff, effect{kind: effectRead, stream: sid("A")}) {
-		t.Fatalf("start: %+v, want a read of A", eff)
+	w := newWorld(t, incs(t, "A", 2))
+	var res eventlog.AppendResult
+	w.appends = append(w.appends, func(req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+		res, _ = accept(req)
+		return res, nil
+	})
+	got, err := w.drive(newTestExecution(cmd, Options{Metadata: eventlog.Metadata{CorrelationID: "corr"}}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range incs(t, "A", 2) {
-		if err := m.fold(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if eff := m.streamDone(); !reflect.DeepEqual(eff, effect{kind: effectRead, stream: sid("B")}) {
-		t.Fatalf("after A: %+v, want a read of B", eff)
-	}
-	eff := m.streamDone()
+	w.wantTrace("read A", "read B", "append A@2 B@0", "done")
 	want := eventlog.AppendRequest{
 		Expected: []eventlog.ExpectedVersion{{Stream: sid("A"), Version: 2}, {Stream: sid("B"), Version: 0}},
 		Events: []eventlog.Event{{
@@ -265,25 +297,23 @@ func TestMachineStepByStep(t *testing.T) {
 			Metadata: eventlog.Metadata{Command: "Probe", CorrelationID: "corr"},
 		}},
 	}
-	if eff.kind != effectAppend || !reflect.DeepEqual(eff.request, want) {
-		t.Fatalf("after B: %+v, want append %+v", eff, want)
+	if !reflect.DeepEqual(w.requests[0], want) {
+		t.Fatalf("append %+v, want %+v", w.requests[0], want)
 	}
 	if len(seen) != 1 || seen[0].Total != 2 || seen[0].Folds != 2 {
 		t.Fatalf("Handle saw %+v", seen)
 	}
-	res, _ := accept(eff.request)
-	eff = m.appended(res, nil)
-	if !reflect.DeepEqual(eff, done(Result{Attempts: 1, Events: res.Records, Replayed: 2, Folded: 2}, nil)) {
-		t.Fatalf("after append: %+v", eff)
+	if !reflect.DeepEqual(got, Result{Attempts: 1, Events: res.Records, Replayed: 2, Folded: 2}) {
+		t.Fatalf("result %+v", got)
 	}
 }
 
-func TestMachineReadsDeclaredStreamsInOrderOnce(t *testing.T) {
+func TestAttemptReadsDeclaredStreamsInOrderOnce(t *testing.T) {
 	var seen []counterState
 	w := newWorld(t, incs(t, "C", 1), incs(t, "A", 2))
 	w.appends = append(w.appends, accept)
 	cmd := probe{streams: sids("C", "A", "B"), seen: &seen, handle: incA}
-	if _, err := w.drive(newTestMachine(cmd, Options{})); err != nil {
+	if _, err := w.drive(newTestExecution(cmd, Options{})); err != nil {
 		t.Fatal(err)
 	}
 	w.wantTrace("read C", "read A", "read B", "append C@1 A@2 B@0", "done")
@@ -292,20 +322,20 @@ func TestMachineReadsDeclaredStreamsInOrderOnce(t *testing.T) {
 	}
 }
 
-func TestMachineDiscoversBreadthFirst(t *testing.T) {
+func TestAttemptDiscoversBreadthFirst(t *testing.T) {
 	w := newWorld(t,
 		[]eventlog.Record{rec(t, "A", 1, pointed{To: "B"}), rec(t, "A", 2, pointed{To: "C"})},
 		[]eventlog.Record{rec(t, "B", 1, pointed{To: "D"})},
 		incs(t, "C", 1), incs(t, "D", 4),
 	)
 	w.appends = append(w.appends, accept)
-	if _, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{})); err != nil {
+	if _, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{})); err != nil {
 		t.Fatal(err)
 	}
 	w.wantTrace("read A", "read B", "read C", "read D", "append A@2 B@1 C@1 D@4", "done")
 }
 
-func TestMachineReadsRediscoveredStreamsOnce(t *testing.T) {
+func TestAttemptReadsRediscoveredStreamsOnce(t *testing.T) {
 	// A and X are declared. A points to B and C; B points to D, again to C
 	// (queued, not read yet) and to A (read); C points to B (read) and to
 	// X (declared). Five streams in all, so MaxStreams 5 is enough.
@@ -318,7 +348,7 @@ func TestMachineReadsRediscoveredStreamsOnce(t *testing.T) {
 	w.appends = append(w.appends, accept)
 	var seen []counterState
 	cmd := probe{streams: sids("A", "X"), seen: &seen, handle: incA}
-	if _, err := w.drive(newTestMachine(cmd, Options{MaxStreams: 5})); err != nil {
+	if _, err := w.drive(newTestExecution(cmd, Options{MaxStreams: 5})); err != nil {
 		t.Fatal(err)
 	}
 	w.wantTrace("read A", "read X", "read B", "read C", "read D", "append A@2 X@1 B@3 C@2 D@0", "done")
@@ -327,10 +357,10 @@ func TestMachineReadsRediscoveredStreamsOnce(t *testing.T) {
 	}
 }
 
-// TestMachineDiscoveryMatchesBFS checks random pointer graphs against a
+// TestAttemptDiscoveryMatchesBFS checks random pointer graphs against a
 // reference breadth-first search, and MaxStreams at and below the number
 // of reachable streams.
-func TestMachineDiscoveryMatchesBFS(t *testing.T) {
+func TestAttemptDiscoveryMatchesBFS(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 300 {
 		n := 1 + rng.IntN(9)
@@ -389,7 +419,7 @@ func TestMachineDiscoveryMatchesBFS(t *testing.T) {
 
 		w := newWorld(t, records...)
 		w.appends = append(w.appends, accept)
-		if _, err := w.drive(newTestMachine(cmd, Options{MaxStreams: len(order)})); err != nil {
+		if _, err := w.drive(newTestExecution(cmd, Options{MaxStreams: len(order)})); err != nil {
 			t.Fatalf("graph %d %v declared %v: %v", i, graph, declared, err)
 		}
 		if !slices.Equal(w.trace, want) {
@@ -398,7 +428,7 @@ func TestMachineDiscoveryMatchesBFS(t *testing.T) {
 
 		if len(order) > len(declared) {
 			w := newWorld(t, records...)
-			_, err := w.drive(newTestMachine(cmd, Options{MaxStreams: len(order) - 1}))
+			_, err := w.drive(newTestExecution(cmd, Options{MaxStreams: len(order) - 1}))
 			if !errors.Is(err, ErrInvalidCommand) {
 				t.Fatalf("graph %d %v declared %v, MaxStreams %d: %v, want ErrInvalidCommand", i, graph, declared, len(order)-1, err)
 			}
@@ -409,7 +439,7 @@ func TestMachineDiscoveryMatchesBFS(t *testing.T) {
 	}
 }
 
-func TestMachineAppendRequest(t *testing.T) {
+func TestAttemptAppendRequest(t *testing.T) {
 	w := newWorld(t,
 		[]eventlog.Record{rec(t, "A", 1, incremented{By: 1}), rec(t, "A", 2, pointed{To: "C"})},
 		incs(t, "C", 3),
@@ -423,7 +453,7 @@ func TestMachineAppendRequest(t *testing.T) {
 		CommandID: "cmd-1",
 		Metadata:  eventlog.Metadata{CorrelationID: "corr-1", CausationID: "cause-1"},
 	}
-	res, err := w.drive(newTestMachine(cmd, opts))
+	res, err := w.drive(newTestExecution(cmd, opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +482,7 @@ func TestMachineAppendRequest(t *testing.T) {
 	}
 }
 
-func TestMachineCommandName(t *testing.T) {
+func TestAttemptCommandName(t *testing.T) {
 	tests := []struct {
 		name string
 		cmd  Command[counterState, counterEvent]
@@ -468,7 +498,7 @@ func TestMachineCommandName(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t)
 			w.appends = append(w.appends, accept)
-			if _, err := w.drive(newTestMachine(tt.cmd, Options{Metadata: eventlog.Metadata{Command: tt.opts}})); err != nil {
+			if _, err := w.drive(newTestExecution(tt.cmd, Options{Metadata: eventlog.Metadata{Command: tt.opts}})); err != nil {
 				t.Fatal(err)
 			}
 			if got := w.requests[0].Events[0].Metadata.Command; got != tt.want {
@@ -478,12 +508,12 @@ func TestMachineCommandName(t *testing.T) {
 	}
 }
 
-func TestMachineEventForUnreadStream(t *testing.T) {
+func TestAttemptEventForUnreadStream(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 1))
 	cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) {
 		return []Emit[counterEvent]{emitInc("A", 1), emitInc("Z", 1)}, nil
 	}}
-	res, err := w.drive(newTestMachine(cmd, Options{}))
+	res, err := w.drive(newTestExecution(cmd, Options{}))
 	var invalid *InvalidCommandError
 	if !errors.As(err, &invalid) || !errors.Is(err, ErrInvalidCommand) || !strings.Contains(err.Error(), `"Z"`) {
 		t.Fatalf("err %v, want an InvalidCommandError naming Z", err)
@@ -494,7 +524,7 @@ func TestMachineEventForUnreadStream(t *testing.T) {
 	}
 }
 
-func TestMachineInvalidCommands(t *testing.T) {
+func TestAttemptInvalidCommands(t *testing.T) {
 	many := func(n int) []eventlog.StreamID {
 		out := make([]eventlog.StreamID, n)
 		for i := range out {
@@ -556,7 +586,7 @@ func TestMachineInvalidCommands(t *testing.T) {
 			tt.cmd.handle = incA
 			w := newWorld(t, tt.records...)
 			w.lookup = func() ([]eventlog.Record, bool, error) { return nil, false, nil }
-			_, err := w.drive(newTestMachine(tt.cmd, tt.opts))
+			_, err := w.drive(newTestExecution(tt.cmd, tt.opts))
 			var invalid *InvalidCommandError
 			if !errors.As(err, &invalid) || !errors.Is(err, ErrInvalidCommand) {
 				t.Fatalf("err %v, want an InvalidCommandError", err)
@@ -569,13 +599,13 @@ func TestMachineInvalidCommands(t *testing.T) {
 	}
 }
 
-func TestMachineStreamLimits(t *testing.T) {
+func TestAttemptStreamLimits(t *testing.T) {
 	names := make([]string, DefaultMaxStreams)
 	for i := range names {
 		names[i] = fmt.Sprintf("s%d", i)
 	}
 	w := newWorld(t)
-	if _, err := w.drive(newTestMachine(probe{streams: sids(names...)}, Options{})); err != nil {
+	if _, err := w.drive(newTestExecution(probe{streams: sids(names...)}, Options{})); err != nil {
 		t.Fatalf("DefaultMaxStreams streams: %v", err)
 	}
 	if len(w.trace) != DefaultMaxStreams+1 {
@@ -584,16 +614,16 @@ func TestMachineStreamLimits(t *testing.T) {
 
 	// Declared and discovered streams together exactly at the limit.
 	w = newWorld(t, []eventlog.Record{rec(t, "A", 1, pointed{To: "C"}), rec(t, "A", 2, pointed{To: "B"})})
-	if _, err := w.drive(newTestMachine(probe{streams: sids("A", "B")}, Options{MaxStreams: 3})); err != nil {
+	if _, err := w.drive(newTestExecution(probe{streams: sids("A", "B")}, Options{MaxStreams: 3})); err != nil {
 		t.Fatalf("three streams with MaxStreams 3: %v", err)
 	}
 	w.wantTrace("read A", "read B", "read C", "done")
 }
 
-func TestMachineBusinessError(t *testing.T) {
+func TestAttemptBusinessError(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3))
 	cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) { return nil, errLimit }}
-	res, err := w.drive(newTestMachine(cmd, Options{}))
+	res, err := w.drive(newTestExecution(cmd, Options{}))
 	if err != errLimit || !errors.Is(err, errLimit) {
 		t.Fatalf("err %v, want errLimit as it is", err)
 	}
@@ -603,10 +633,10 @@ func TestMachineBusinessError(t *testing.T) {
 	}
 }
 
-func TestMachineNothingToAppend(t *testing.T) {
+func TestAttemptNothingToAppend(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 3))
 	var seen []counterState
-	res, err := w.drive(newTestMachine(probe{streams: sids("A", "B"), seen: &seen}, Options{}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A", "B"), seen: &seen}, Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +649,7 @@ func TestMachineNothingToAppend(t *testing.T) {
 	}
 }
 
-func TestMachineRetriesWithFreshState(t *testing.T) {
+func TestAttemptRetriesWithFreshState(t *testing.T) {
 	w := newWorld(t,
 		[]eventlog.Record{rec(t, "A", 1, incremented{By: 1}), rec(t, "A", 2, pointed{To: "B"})},
 		incs(t, "B", 1),
@@ -641,7 +671,7 @@ func TestMachineRetriesWithFreshState(t *testing.T) {
 			w.trace = append(w.trace, "onRetry")
 		},
 	}
-	res, err := w.drive(newTestMachine(probe{streams: sids("A"), seen: &seen, handle: incA}, opts))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A"), seen: &seen, handle: incA}, opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -669,7 +699,7 @@ func TestMachineRetriesWithFreshState(t *testing.T) {
 	}
 }
 
-func TestMachineRetriesRunOut(t *testing.T) {
+func TestAttemptRetriesRunOut(t *testing.T) {
 	policy := ExponentialBackoff{MaxRetries: 3, Initial: 10 * time.Millisecond, Max: time.Second, Jitter: 0.2, Rand: func() float64 { return 0.5 }}
 	conflicts := []*eventlog.ConflictError{conflict("A", 0, 1), conflict("A", 0, 2), conflict("A", 0, 3), conflict("A", 0, 4)}
 	w := newWorld(t)
@@ -678,7 +708,7 @@ func TestMachineRetriesRunOut(t *testing.T) {
 	}
 	var infos []RetryInfo
 	opts := Options{Retry: policy, OnRetry: func(i RetryInfo) { infos = append(infos, i) }}
-	res, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, opts))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, opts))
 	w.wantTrace(
 		"read A", "append A@0", "sleep 10ms",
 		"read A", "append A@0", "sleep 20ms",
@@ -708,11 +738,11 @@ func TestMachineRetriesRunOut(t *testing.T) {
 	}
 }
 
-func TestMachineNoRetry(t *testing.T) {
+func TestAttemptNoRetry(t *testing.T) {
 	w := newWorld(t)
 	w.appends = append(w.appends, failWith(conflict("A", 0, 1)))
 	called := false
-	res, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{Retry: NoRetry{}, OnRetry: func(RetryInfo) { called = true }}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{Retry: NoRetry{}, OnRetry: func(RetryInfo) { called = true }}))
 	var ce *ConcurrencyError
 	if !errors.As(err, &ce) || ce.Attempts != 1 || res.Attempts != 1 {
 		t.Fatalf("err %v, result %+v, want a ConcurrencyError after 1 attempt", err, res)
@@ -723,13 +753,13 @@ func TestMachineNoRetry(t *testing.T) {
 	w.wantTrace("read A", "append A@0", "done")
 }
 
-func TestMachineDefaultRetryPolicy(t *testing.T) {
+func TestAttemptDefaultRetryPolicy(t *testing.T) {
 	w := newWorld(t)
 	for range DefaultMaxRetries + 1 {
 		w.appends = append(w.appends, failWith(conflict("A", 0, 1)))
 	}
 	var delays []time.Duration
-	_, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{OnRetry: func(i RetryInfo) { delays = append(delays, i.Delay) }}))
+	_, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{OnRetry: func(i RetryInfo) { delays = append(delays, i.Delay) }}))
 	var ce *ConcurrencyError
 	if !errors.As(err, &ce) || ce.Attempts != DefaultMaxRetries+1 {
 		t.Fatalf("err %v, want a ConcurrencyError after %d attempts", err, DefaultMaxRetries+1)
@@ -745,7 +775,7 @@ func TestMachineDefaultRetryPolicy(t *testing.T) {
 	}
 }
 
-func TestMachineAppendErrorIsNotRetried(t *testing.T) {
+func TestAttemptAppendErrorIsNotRetried(t *testing.T) {
 	diskFull := errors.New("disk full")
 	for _, injected := range []error{
 		diskFull,
@@ -757,7 +787,7 @@ func TestMachineAppendErrorIsNotRetried(t *testing.T) {
 		w := newWorld(t)
 		w.appends = append(w.appends, failWith(injected))
 		called := false
-		res, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{OnRetry: func(RetryInfo) { called = true }}))
+		res, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{OnRetry: func(RetryInfo) { called = true }}))
 		if !errors.Is(err, injected) || err == injected {
 			t.Errorf("err %v, want %v wrapped", err, injected)
 		}
@@ -771,12 +801,12 @@ func TestMachineAppendErrorIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestMachineReadErrorIsNotRetried(t *testing.T) {
+func TestAttemptReadErrorIsNotRetried(t *testing.T) {
 	injected := errors.New("connection reset")
 	w := newWorld(t, incs(t, "A", 1), incs(t, "B", 2))
 	w.readErr[sid("B")] = injected
 	var seen []counterState
-	res, err := w.drive(newTestMachine(probe{streams: sids("A", "B", "C"), seen: &seen, handle: incA}, Options{}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A", "B", "C"), seen: &seen, handle: incA}, Options{}))
 	if !errors.Is(err, injected) || err == injected || !strings.Contains(err.Error(), `"B"`) {
 		t.Fatalf("err %v, want %v wrapped and naming stream B", err, injected)
 	}
@@ -786,18 +816,18 @@ func TestMachineReadErrorIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestMachineLookupError(t *testing.T) {
+func TestAttemptLookupError(t *testing.T) {
 	injected := errors.New("connection reset")
 	w := newWorld(t)
 	w.lookup = func() ([]eventlog.Record, bool, error) { return nil, false, injected }
-	_, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{CommandID: "c"}))
+	_, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{CommandID: "c"}))
 	if !errors.Is(err, injected) || err == injected {
 		t.Fatalf("err %v, want %v wrapped", err, injected)
 	}
 	w.wantTrace("lookup", "done")
 }
 
-func TestMachineDecodeError(t *testing.T) {
+func TestAttemptDecodeError(t *testing.T) {
 	tests := []struct {
 		name    string
 		bad     eventlog.Record
@@ -817,7 +847,7 @@ func TestMachineDecodeError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t, incs(t, "A", 1), []eventlog.Record{rec(t, "B", 1, incremented{By: 1}), tt.bad})
 			called := false
-			res, err := w.drive(newTestMachine(probe{streams: sids("A", "B"), handle: incA}, Options{OnRetry: func(RetryInfo) { called = true }}))
+			res, err := w.drive(newTestExecution(probe{streams: sids("A", "B"), handle: incA}, Options{OnRetry: func(RetryInfo) { called = true }}))
 			var de *DecodeError
 			if !errors.As(err, &de) {
 				t.Fatalf("err %v, want a DecodeError", err)
@@ -841,26 +871,26 @@ func TestMachineDecodeError(t *testing.T) {
 	}
 }
 
-func TestMachineEncodeError(t *testing.T) {
+func TestAttemptEncodeError(t *testing.T) {
 	w := newWorld(t)
 	cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) {
 		return []Emit[counterEvent]{{Stream: sid("A"), Event: unregistered{}}}, nil
 	}}
-	_, err := w.drive(newTestMachine(cmd, Options{}))
+	_, err := w.drive(newTestExecution(cmd, Options{}))
 	if !errors.Is(err, ErrUnknownEventType) {
 		t.Fatalf("err %v, want ErrUnknownEventType", err)
 	}
 	w.wantTrace("read A", "done")
 }
 
-func TestMachineCommandIDFound(t *testing.T) {
+func TestAttemptCommandIDFound(t *testing.T) {
 	recorded := []eventlog.Record{rec(t, "A", 4, incremented{By: 1}), rec(t, "B", 1, incremented{By: 1})}
 	recorded[0].Metadata.CommandID = "cmd-1"
 	recorded[1].Metadata.CommandID = "cmd-1"
 	w := newWorld(t, incs(t, "A", 7))
 	w.lookup = func() ([]eventlog.Record, bool, error) { return recorded, true, nil }
 	var seen []counterState
-	res, err := w.drive(newTestMachine(probe{streams: sids("A", "B"), seen: &seen, handle: incA}, Options{CommandID: "cmd-1"}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A", "B"), seen: &seen, handle: incA}, Options{CommandID: "cmd-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -873,11 +903,11 @@ func TestMachineCommandIDFound(t *testing.T) {
 	}
 }
 
-func TestMachineCommandIDNotFound(t *testing.T) {
+func TestAttemptCommandIDNotFound(t *testing.T) {
 	w := newWorld(t)
 	w.lookup = func() ([]eventlog.Record, bool, error) { return nil, false, nil }
 	w.appends = append(w.appends, accept)
-	res, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{CommandID: "cmd-1"}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{CommandID: "cmd-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -887,14 +917,14 @@ func TestMachineCommandIDNotFound(t *testing.T) {
 	}
 }
 
-func TestMachineDuplicateOnAppend(t *testing.T) {
+func TestAttemptDuplicateOnAppend(t *testing.T) {
 	recorded := []eventlog.Record{rec(t, "A", 1, incremented{By: 1})}
 	w := newWorld(t)
 	w.lookup = func() ([]eventlog.Record, bool, error) { return nil, false, nil }
 	w.appends = append(w.appends, func(eventlog.AppendRequest) (eventlog.AppendResult, error) {
 		return eventlog.AppendResult{Records: recorded, Duplicate: true}, nil
 	})
-	res, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{CommandID: "cmd-1"}))
+	res, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{CommandID: "cmd-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -906,7 +936,7 @@ func TestMachineDuplicateOnAppend(t *testing.T) {
 // A keyed execution that loses the race to another with the same key sees
 // that execution's events in its state, so Handle refuses; the key is then
 // looked up again and the first execution's events answer.
-func TestMachineFailedDecisionLooksTheKeyUpAgain(t *testing.T) {
+func TestAttemptFailedDecisionLooksTheKeyUpAgain(t *testing.T) {
 	recorded := []eventlog.Record{rec(t, "A", 1, incremented{By: 1})}
 	for _, committedMeanwhile := range []bool{true, false} {
 		w := newWorld(t, incs(t, "A", 1))
@@ -920,7 +950,7 @@ func TestMachineFailedDecisionLooksTheKeyUpAgain(t *testing.T) {
 		}
 		refuse := errors.New("refused: already done")
 		cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) { return nil, refuse }}
-		res, err := w.drive(newTestMachine(cmd, Options{CommandID: "cmd-1"}))
+		res, err := w.drive(newTestExecution(cmd, Options{CommandID: "cmd-1"}))
 		w.wantTrace("lookup", "read A", "lookup", "done")
 		if committedMeanwhile {
 			if err != nil || !res.Duplicate || res.Attempts != 0 || !reflect.DeepEqual(res.Events, recorded) {
@@ -933,19 +963,19 @@ func TestMachineFailedDecisionLooksTheKeyUpAgain(t *testing.T) {
 }
 
 // Without a key a refusal is final at once: no second look-up.
-func TestMachineFailedDecisionWithoutKey(t *testing.T) {
+func TestAttemptFailedDecisionWithoutKey(t *testing.T) {
 	w := newWorld(t, incs(t, "A", 1))
 	refuse := errors.New("refused")
 	cmd := probe{streams: sids("A"), handle: func(counterState) ([]Emit[counterEvent], error) { return nil, refuse }}
-	if _, err := w.drive(newTestMachine(cmd, Options{})); !errors.Is(err, refuse) {
+	if _, err := w.drive(newTestExecution(cmd, Options{})); !errors.Is(err, refuse) {
 		t.Fatal(err)
 	}
 	w.wantTrace("read A", "done")
 }
 
-func TestMachineInvalidCommandID(t *testing.T) {
+func TestAttemptInvalidCommandID(t *testing.T) {
 	w := newWorld(t)
-	_, err := w.drive(newTestMachine(probe{streams: sids("A"), handle: incA}, Options{CommandID: strings.Repeat("x", eventlog.MaxCommandIDLength+1)}))
+	_, err := w.drive(newTestExecution(probe{streams: sids("A"), handle: incA}, Options{CommandID: strings.Repeat("x", eventlog.MaxCommandIDLength+1)}))
 	if !errors.Is(err, eventlog.ErrInvalid) {
 		t.Fatalf("err %v, want ErrInvalid", err)
 	}
