@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,8 +17,9 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultBatchSize = 500
-	DefaultLeaseTTL  = 30 * time.Second
+	DefaultBatchSize    = 500
+	DefaultLeaseTTL     = 30 * time.Second
+	DefaultPollInterval = 20 * time.Millisecond
 )
 
 // MaxNameLength is the longest projection name, in bytes.
@@ -51,6 +53,12 @@ type Options struct {
 	// Logger receives a debug line per batch and warnings for retries,
 	// dead letters and leases lost; nil discards them.
 	Logger *slog.Logger
+	// PollInterval is how often WaitFor looks again at the log and the
+	// checkpoint when nothing in this Runner can wake it: while the log
+	// has not reached the position waited for (another process appends
+	// it) or another Runner holds the projection's lease. 0 means
+	// DefaultPollInterval.
+	PollInterval time.Duration
 }
 
 // StoppedError is the error of a run that stopped at a failing event,
@@ -98,15 +106,58 @@ type Runner struct {
 	leaseTTL time.Duration
 	owner    string
 	log      *slog.Logger
+	poll     time.Duration
 	names    []string
 	entries  map[string]*entry
+	// writing holds a token while a write transaction of this Runner is
+	// open: they take turns here rather than in SQLite's busy handler,
+	// which sleeps.
+	writing chan struct{}
 }
 
-// entry is one projector and the in-process lock of its name.
+// writeTx is a write transaction that gives the Runner's write turn back
+// when it ends.
+type writeTx struct {
+	*sql.Tx
+	done func()
+}
+
+func (t *writeTx) Commit() error {
+	defer t.done()
+	return t.Tx.Commit()
+}
+
+func (t *writeTx) Rollback() error {
+	defer t.done()
+	return t.Tx.Rollback()
+}
+
+// beginWrite waits for the Runner's write turn (or ctx's end) and begins
+// a write transaction.
+func (r *Runner) beginWrite(ctx context.Context) (*writeTx, error) {
+	select {
+	case r.writing <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		<-r.writing
+		return nil, err
+	}
+	var once sync.Once
+	return &writeTx{Tx: tx, done: func() { once.Do(func() { <-r.writing }) }}, nil
+}
+
+// entry is one projector, the in-process lock of its name and the
+// channel that tells waiters its checkpoint may have moved.
 type entry struct {
 	name string
 	p    Projector
 	sem  chan struct{} // holds a token while a call works on the projection
+
+	mu      sync.Mutex
+	changed chan struct{} // closed (and replaced) by signal
 }
 
 func (e *entry) lock(ctx context.Context) error {
@@ -118,7 +169,29 @@ func (e *entry) lock(ctx context.Context) error {
 	}
 }
 
-func (e *entry) unlock() { <-e.sem }
+func (e *entry) unlock() {
+	<-e.sem
+	e.signal()
+}
+
+// busy reports whether a call of this Runner works on the projection.
+func (e *entry) busy() bool { return len(e.sem) > 0 }
+
+// watch returns a channel that signal closes.
+func (e *entry) watch() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+// signal wakes the waiters: a batch was committed, or a call that worked
+// on the projection returned.
+func (e *entry) signal() {
+	e.mu.Lock()
+	close(e.changed)
+	e.changed = make(chan struct{})
+	e.mu.Unlock()
+}
 
 const schema = `
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
@@ -174,6 +247,12 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 	case opts.LeaseTTL < time.Millisecond:
 		return nil, fmt.Errorf("projection: lease TTL %v is shorter than a millisecond", opts.LeaseTTL)
 	}
+	switch {
+	case opts.PollInterval == 0:
+		opts.PollInterval = DefaultPollInterval
+	case opts.PollInterval < 0:
+		return nil, fmt.Errorf("projection: poll interval %v is negative", opts.PollInterval)
+	}
 	if opts.Owner == "" {
 		opts.Owner = uuid.NewString()
 	}
@@ -182,7 +261,7 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 	}
 	r := &Runner{
 		db: db, store: store, batch: opts.BatchSize, leaseTTL: opts.LeaseTTL,
-		owner: opts.Owner, log: opts.Logger, entries: make(map[string]*entry, len(projectors)),
+		owner: opts.Owner, log: opts.Logger, poll: opts.PollInterval, writing: make(chan struct{}, 1), entries: make(map[string]*entry, len(projectors)),
 	}
 	for i, p := range projectors {
 		if p == nil {
@@ -201,7 +280,7 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 			}
 		}
 		r.names = append(r.names, name)
-		r.entries[name] = &entry{name: name, p: p, sem: make(chan struct{}, 1)}
+		r.entries[name] = &entry{name: name, p: p, sem: make(chan struct{}, 1), changed: make(chan struct{})}
 	}
 	if err := r.setup(ctx, projectors); err != nil {
 		return nil, err
@@ -337,6 +416,85 @@ func (r *Runner) CatchUp(ctx context.Context, name string, until eventlog.Positi
 	return rep, err
 }
 
+// WaitFor returns once the projection's checkpoint has reached pos: the
+// read model then reflects every event up to pos (read your writes). It
+// never polls what this Runner does itself: a waiter wakes when a batch of
+// any call of this Runner on the projection commits, or when such a call
+// returns. While no call of this Runner works on the projection, WaitFor
+// catches it up to pos itself (CatchUp with until pos), as far as the log
+// reaches; while the log has not reached pos (another process appends it)
+// or another Runner holds the lease, it looks again every PollInterval.
+//
+// The Report sums what WaitFor's own catch-ups applied and skipped; its
+// Checkpoint is the last one read (at least pos on success), its Head the
+// last head read (0 if none was needed).
+//
+// Errors: ErrUnknownProjection; an error wrapping ctx.Err() when ctx ends
+// first; a catch-up's error other than ErrLocked (a *StoppedError, a store
+// or database error). It is safe for concurrent use, by any number of
+// waiters.
+func (r *Runner) WaitFor(ctx context.Context, name string, pos eventlog.Position) (Report, error) {
+	rep := Report{Name: name}
+	e, err := r.entry(name)
+	if err != nil {
+		return rep, err
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		changed := e.watch() // before the read: a batch after it closes it
+		cp, err := readCheckpoint(ctx, r.db, name)
+		if err != nil {
+			return rep, waitError(ctx, name, pos, fmt.Errorf("projection %q: read checkpoint: %w", name, err))
+		}
+		rep.Checkpoint = cp
+		if cp >= pos {
+			return rep, nil
+		}
+		if !e.busy() {
+			head, err := r.store.Head(ctx)
+			if err != nil {
+				return rep, waitError(ctx, name, pos, fmt.Errorf("projection %q: read head: %w", name, err))
+			}
+			rep.Head = head
+			if head > cp {
+				c, err := r.CatchUp(ctx, name, pos)
+				rep.Applied += c.Applied
+				rep.Skipped += c.Skipped
+				switch {
+				case err == nil:
+					continue
+				case !errors.Is(err, ErrLocked):
+					return rep, waitError(ctx, name, pos, err)
+				}
+			}
+		}
+		if timer == nil {
+			timer = time.NewTimer(r.poll)
+		} else {
+			timer.Reset(r.poll)
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+		case <-ctx.Done():
+			return rep, fmt.Errorf("projection %q: waiting for position %d: %w", name, pos, ctx.Err())
+		}
+	}
+}
+
+// waitError is WaitFor's error: ctx's when it ended, err otherwise.
+func waitError(ctx context.Context, name string, pos eventlog.Position, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("projection %q: waiting for position %d: %w", name, pos, ctx.Err())
+	}
+	return err
+}
+
 // catchUp is CatchUp, also saying whether a batch was committed.
 func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Position) (rep Report, progressed bool, err error) {
 	rep.Name = name
@@ -370,10 +528,18 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 	if rep.Checkpoint >= target {
 		return rep, false, nil
 	}
+	// The lease is taken in a transaction of its own, so that other
+	// Runners see it while the batches run; the last batch gives it back
+	// in its own transaction.
 	if err := r.acquire(ctx, name); err != nil {
 		return rep, false, err
 	}
-	defer r.release(ctx, name)
+	released := false
+	defer func() {
+		if !released {
+			r.release(ctx, name)
+		}
+	}()
 
 	types := eventTypes(e.p)
 	policy := policyOf(e.p)
@@ -382,7 +548,9 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 			return rep, progressed, ctxEnd(ctx, name, progressed)
 		}
 		res, err := r.runBatch(ctx, e, types, policy, target)
+		released = res.released
 		if res.committed {
+			e.signal()
 			progressed = true
 			rep.Applied += res.applied
 			rep.Skipped += res.skipped
@@ -416,12 +584,12 @@ func (r *Runner) acquire(ctx context.Context, name string) error {
 	if err := r.checkLease(ctx, r.db, name); err != nil {
 		return err
 	}
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("projection %q: take lease: %w", name, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := r.takeLease(ctx, tx, name); err != nil {
+	if err := r.takeLease(ctx, tx.Tx, name); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -487,7 +655,7 @@ func (r *Runner) release(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	err := func() error {
-		tx, err := r.db.BeginTx(ctx, nil)
+		tx, err := r.beginWrite(ctx)
 		if err != nil {
 			return err
 		}
@@ -508,16 +676,19 @@ type batchResult struct {
 	done             bool // the target is reached or the log has no more events
 	applied, skipped int
 	checkpoint       eventlog.Position
+	released         bool // the lease was given back with the batch
 }
 
+// runBatch runs one batch in one transaction, renewing the lease; a batch
+// that reaches the end gives it back in the same transaction.
 func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy FailurePolicy, target eventlog.Position) (res batchResult, err error) {
 	name := e.name
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.beginWrite(ctx)
 	if err != nil {
 		return res, fmt.Errorf("projection %q: begin batch: %w", name, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := r.renewLease(ctx, tx, name); err != nil {
+	if err := r.renewLease(ctx, tx.Tx, name); err != nil {
 		return res, err
 	}
 	cp, err := readCheckpoint(ctx, tx, name)
@@ -525,10 +696,13 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 		return res, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
 	}
 	if cp >= target {
+		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
+			return res, err
+		}
 		if err := tx.Commit(); err != nil {
 			return res, fmt.Errorf("projection %q: commit: %w", name, err)
 		}
-		return batchResult{committed: true, done: true, checkpoint: cp}, nil
+		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil
 	}
 	// The head before the feed: every event up to it was committed before
 	// the feed query, so a short answer has shown every match up to it.
@@ -552,7 +726,7 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 	next := cp
 	var stopped *StoppedError
 	for _, rec := range recs {
-		tries, applyErr, err := r.apply(ctx, tx, e, policy, rec)
+		tries, applyErr, err := r.apply(ctx, tx.Tx, e, policy, rec)
 		if err != nil {
 			return res, err
 		}
@@ -565,7 +739,7 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 			return res, fmt.Errorf("projection %q: position %d: %w", name, rec.Position, ctx.Err())
 		}
 		if policy.Strategy == Skip {
-			if err := r.deadLetter(ctx, tx, name, rec, applyErr); err != nil {
+			if err := r.deadLetter(ctx, tx.Tx, name, rec, applyErr); err != nil {
 				return res, err
 			}
 			res.skipped++
@@ -590,18 +764,33 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
 		}
 	}
+	done := stopped == nil && (next >= target || !full)
+	if done {
+		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
+			return res, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("projection %q: commit batch: %w", name, err)
 	}
 	res.committed = true
 	res.checkpoint = next
+	res.released = done
 	r.log.DebugContext(ctx, "projection batch committed", "projection", name, "from", cp, "to", next,
 		"applied", res.applied, "skipped", res.skipped)
 	if stopped != nil {
 		return res, stopped
 	}
-	res.done = next >= target || !full
+	res.done = done
 	return res, nil
+}
+
+// dropLease gives this Runner's lease back inside a batch's transaction.
+func (r *Runner) dropLease(ctx context.Context, tx *sql.Tx, name string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = ? AND owner = ?`, name, r.owner); err != nil {
+		return fmt.Errorf("projection %q: give the lease back: %w", name, err)
+	}
+	return nil
 }
 
 // apply runs Apply on rec inside a savepoint, again under Retry, and
@@ -805,15 +994,15 @@ func (r *Runner) Rebuild(ctx context.Context, name string) error {
 	if err := r.checkLease(ctx, r.db, name); err != nil {
 		return err
 	}
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("projection %q: rebuild: %w", name, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := r.takeLease(ctx, tx, name); err != nil {
+	if err := r.takeLease(ctx, tx.Tx, name); err != nil {
 		return err
 	}
-	if err := e.p.Reset(ctx, tx); err != nil {
+	if err := e.p.Reset(ctx, tx.Tx); err != nil {
 		return fmt.Errorf("projection %q: reset: %w", name, err)
 	}
 	for _, q := range []string{
