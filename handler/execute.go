@@ -2,11 +2,12 @@ package handler
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/executor"
+	"github.com/eventcore-go/eventcore/handler/apigw"
 )
 
 // MaxBodyBytes is the largest command body accepted (413 too_large above).
@@ -28,12 +30,11 @@ const MaxIdempotencyKeyLength = 128
 // CommandRoute is the pattern of the execute function's route.
 const CommandRoute = "/commands/{name}"
 
-var commandRoute = mustRoute(http.MethodPost, CommandRoute)
-
-// Execute is the execute function's handler: POST /commands/{name} over
-// API Gateway HTTP API (payload 2.0) and direct invocation. It is safe for
-// concurrent use.
+// Execute is the execute function's handler: POST /commands/{name}, an
+// http.Handler, also over API Gateway HTTP API (payload 2.0) events and
+// direct invocations (Invoke). It is safe for concurrent use.
 type Execute struct {
+	router   *router
 	reg      *Registry
 	store    eventlog.Store
 	options  executor.Options
@@ -99,6 +100,8 @@ func NewExecute(reg *Registry, store eventlog.Store, opts ExecuteOptions) *Execu
 		reg: reg, store: store, log: opts.Logger, observer: opts.Observer, durable: opts.Durable,
 		options: executor.Options{Cache: opts.Cache, Retry: opts.Retry, SnapshotThreshold: opts.SnapshotThreshold, Admission: opts.Admission},
 	}
+	x.router = newRouter()
+	x.router.handle(http.MethodPost, CommandRoute, x.serveCommand)
 	if x.options.Admission == nil {
 		x.options.Admission = executor.NewAdmission()
 	}
@@ -132,15 +135,17 @@ type EventIndex struct {
 	Type     string            `json:"type"`
 }
 
-// Invoke is the Lambda entry point: an HTTP API request or a direct
-// invocation, told apart by shape. Both answer exactly the same JSON body;
-// an HTTP request gets it inside an HTTP API response.
+// Invoke is the Lambda entry point: an HTTP API request, which ServeHTTP
+// answers through the apigw adapter, or a direct invocation, told apart by
+// shape. Both answer exactly the same JSON body; an HTTP request gets it
+// inside an HTTP API response.
 func (x *Execute) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
-	if req, ok, bad := httpEvent(payload); ok {
-		if bad != nil {
-			return *bad, nil
-		}
-		return x.HandleHTTP(ctx, req), nil
+	ev, err := apigw.Decode(payload)
+	switch {
+	case errors.Is(err, apigw.ErrMalformed):
+		return eventError(InvalidRequest("malformed HTTP API event")), nil
+	case err == nil:
+		return x.HandleHTTP(ctx, ev), nil
 	}
 	var req CommandRequest
 	if err := DecodeStrict(payload, &req); err != nil {
@@ -160,47 +165,108 @@ func (x *Execute) HandleDirect(ctx context.Context, req CommandRequest) (int, []
 	return x.run(ctx, req.Command, req.Input, req.IdempotencyKey, req.CorrelationID, req.CausationID)
 }
 
-// HandleHTTP answers one HTTP API request. Checks run in this order: body
-// size, route, command name, JSON, fields.
-func (x *Execute) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
-	body, size := []byte(req.Body), len(req.Body)
-	var badBody *Error // answered after the route and command name checks
-	if req.IsBase64Encoded {
-		decoded, err := base64.StdEncoding.DecodeString(req.Body)
-		if err != nil {
-			badBody = InvalidRequest("body is not valid base64")
-			size = base64.StdEncoding.DecodedLen(len(req.Body))
-		} else {
-			body, size = decoded, len(decoded)
-		}
+// HandleHTTP answers one HTTP API event with ServeHTTP.
+func (x *Execute) HandleHTTP(ctx context.Context, ev events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	return serveEvent(ctx, x, ev)
+}
+
+// ServeHTTP answers POST /commands/{name}. Checks run in this order: body
+// size (413 too_large), route (404 not_found, 405 method_not_allowed with
+// Allow), command name (404 unknown_command), body encoding (a body that
+// cannot be read: 400 invalid_request), then the command's own checks. It
+// reads at most MaxBodyBytes+1 bytes of the body.
+func (x *Execute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > MaxBodyBytes {
+		writeError(w, tooLarge())
+		return
 	}
-	if size > MaxBodyBytes {
-		return errorResponse(tooLarge(), nil)
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	switch {
+	case errors.Is(err, apigw.ErrInvalidBase64):
+		// Answered after the route and command name checks.
+	case err != nil:
+		writeError(w, InvalidRequest("the body could not be read"))
+		return
+	case len(body) > MaxBodyBytes:
+		writeError(w, tooLarge())
+		return
 	}
-	path := requestPath(req)
-	segs, err := splitPath(path)
-	if err != nil {
-		return routeError(path, nil)
+	read := new(http.Request)
+	*read = *r
+	read.Body = &readBody{body: body, err: err}
+	x.router.ServeHTTP(w, read)
+}
+
+// readBody is a body ServeHTTP has read: its bytes, or the error that
+// reading it met.
+type readBody struct {
+	body []byte
+	err  error
+}
+
+func (b *readBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
 	}
-	vars, ok := commandRoute.match(segs)
-	if !ok {
-		return routeError(path, nil)
+	if len(b.body) == 0 {
+		return 0, io.EOF
 	}
-	if requestMethod(req) != http.MethodPost {
-		return routeError(path, []string{http.MethodPost})
+	n := copy(p, b.body)
+	b.body = b.body[n:]
+	return n, nil
+}
+
+func (b *readBody) Close() error { return nil }
+
+// serveCommand is the route POST /commands/{name}.
+func (x *Execute) serveCommand(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	rb, _ := r.Body.(*readBody)
+	if rb == nil {
+		writeError(w, internalError())
+		return
 	}
-	if _, known := x.reg.commands[vars["name"]]; known && badBody != nil {
-		return errorResponse(badBody, nil)
+	if _, known := x.reg.commands[name]; known && rb.err != nil {
+		writeError(w, InvalidRequest("body is not valid base64"))
+		return
 	}
-	key, _ := header(req, "Idempotency-Key")
-	correlation, _ := header(req, "X-Correlation-Id")
-	causation, _ := header(req, "X-Causation-Id")
-	status, out, correlation := x.run(ctx, vars["name"], body, key, correlation, causation)
-	headers := map[string]string{}
+	status, out, correlation := x.run(r.Context(), name, rb.body,
+		headerValue(r, "Idempotency-Key"), headerValue(r, "X-Correlation-Id"), headerValue(r, "X-Causation-Id"))
 	if correlation != "" {
-		headers["X-Correlation-Id"] = correlation
+		w.Header().Set("X-Correlation-Id", correlation)
 	}
-	return response(status, out, headers)
+	writeBody(w, status, out)
+}
+
+// headerValue is a request header, its values joined with commas when it
+// is given more than once.
+func headerValue(r *http.Request, name string) string {
+	v := r.Header.Values(name)
+	if len(v) == 1 {
+		return v[0]
+	}
+	return strings.Join(v, ",")
+}
+
+// serveEvent answers an HTTP API event with h; an event whose path does
+// not decode answers 404 not_found, as a path no route has.
+func serveEvent(ctx context.Context, h http.Handler, ev events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	resp, err := apigw.Serve(ctx, h, ev)
+	if err != nil {
+		path := ev.RawPath
+		if path == "" {
+			path = ev.RequestContext.HTTP.Path
+		}
+		return eventError(Errorf(http.StatusNotFound, "not_found", "no route for %s", path))
+	}
+	return resp
+}
+
+// eventError is the HTTP API response of an error.
+func eventError(e *Error) events.APIGatewayV2HTTPResponse {
+	w := apigw.NewResponseWriter()
+	writeError(w, e)
+	return w.Response()
 }
 
 // run executes one command and returns the status, body and correlation
@@ -360,6 +426,9 @@ func requestID(ctx context.Context) string {
 	}
 	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
 		return id
+	}
+	if rc, ok := apigw.RequestContext(ctx); ok {
+		return rc.RequestID
 	}
 	return ""
 }

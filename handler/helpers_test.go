@@ -171,6 +171,7 @@ type balanceResult struct {
 	Account  string            `json:"account"`
 	Balance  int64             `json:"balance"`
 	Position eventlog.Position `json:"position"`
+	AsOf     eventlog.Position `json:"as_of"`
 }
 
 // decodeAs decodes a JSON body strictly into T.

@@ -2,87 +2,11 @@ package handler
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/url"
+	"path"
+	"strconv"
 	"strings"
-
-	"github.com/aws/aws-lambda-go/events"
 )
-
-// route is a method and a path pattern of literal and {name} segments.
-type route struct {
-	method  string
-	pattern string
-	segs    []string
-}
-
-func mustRoute(method, pattern string) route {
-	if !strings.HasPrefix(pattern, "/") {
-		panic(fmt.Sprintf("handler: route %q must start with /", pattern))
-	}
-	return route{method: method, pattern: pattern, segs: strings.Split(strings.TrimPrefix(pattern, "/"), "/")}
-}
-
-// match returns the {name} segments of path when it fits the pattern.
-func (r route) match(segs []string) (map[string]string, bool) {
-	if len(segs) != len(r.segs) {
-		return nil, false
-	}
-	var vars map[string]string
-	for i, p := range r.segs {
-		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
-			if segs[i] == "" {
-				return nil, false
-			}
-			if vars == nil {
-				vars = map[string]string{}
-			}
-			vars[p[1:len(p)-1]] = segs[i]
-			continue
-		}
-		if p != segs[i] {
-			return nil, false
-		}
-	}
-	return vars, true
-}
-
-// splitPath splits an escaped path into unescaped segments, so that a
-// segment may hold an escaped "/".
-func splitPath(rawPath string) ([]string, error) {
-	parts := strings.Split(strings.TrimPrefix(rawPath, "/"), "/")
-	for i, p := range parts {
-		u, err := url.PathUnescape(p)
-		if err != nil {
-			return nil, err
-		}
-		parts[i] = u
-	}
-	return parts, nil
-}
-
-// requestPath is the escaped path of an HTTP API request.
-func requestPath(req events.APIGatewayV2HTTPRequest) string {
-	if req.RawPath != "" {
-		return req.RawPath
-	}
-	return req.RequestContext.HTTP.Path
-}
-
-func requestMethod(req events.APIGatewayV2HTTPRequest) string {
-	return strings.ToUpper(req.RequestContext.HTTP.Method)
-}
-
-// header finds a request header by name, whatever its case.
-func header(req events.APIGatewayV2HTTPRequest, name string) (string, bool) {
-	for k, v := range req.Headers {
-		if strings.EqualFold(k, name) {
-			return v, true
-		}
-	}
-	return "", false
-}
 
 // errorBody is the JSON of every error answer.
 type errorBody struct {
@@ -99,62 +23,127 @@ func errorJSON(e *Error) []byte {
 	return out
 }
 
-func response(status int, body []byte, headers map[string]string) events.APIGatewayV2HTTPResponse {
-	h := map[string]string{"Content-Type": "application/json"}
-	for k, v := range headers {
-		h[k] = v
-	}
-	return events.APIGatewayV2HTTPResponse{StatusCode: status, Headers: h, Body: string(body)}
+// writeBody answers status with a JSON body.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
-func errorResponse(e *Error, headers map[string]string) events.APIGatewayV2HTTPResponse {
-	return response(e.Status, errorJSON(e), headers)
-}
-
-func jsonResponse(status int, v any, headers map[string]string) events.APIGatewayV2HTTPResponse {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return errorResponse(internalError(), headers)
-	}
-	return response(status, body, headers)
-}
+func writeError(w http.ResponseWriter, e *Error) { writeBody(w, e.Status, errorJSON(e)) }
 
 func internalError() *Error {
 	return Errorf(http.StatusInternalServerError, "internal", "internal error")
 }
 
-// routeError answers a path no route has (404 not_found) or a known path
-// with another method (405 method_not_allowed, with Allow).
-func routeError(path string, allowed []string) events.APIGatewayV2HTTPResponse {
-	if len(allowed) == 0 {
-		return errorResponse(Errorf(http.StatusNotFound, "not_found", "no route for %s", path), nil)
-	}
-	return errorResponse(Errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s allows %s", path, strings.Join(allowed, ", ")),
-		map[string]string{"Allow": strings.Join(allowed, ", ")})
+// router routes requests with a net/http.ServeMux of method patterns
+// ("POST /commands/{name}") and answers what the mux would answer in plain
+// text as JSON errors: 404 not_found for a path no pattern has (or one
+// that is not clean: the mux would redirect it) and 405
+// method_not_allowed, with Allow, for a known path with another method.
+// GET patterns do not serve HEAD.
+type router struct {
+	mux *http.ServeMux
 }
 
-func parseQuery(raw string) (map[string][]string, error) {
-	v, err := url.ParseQuery(raw)
-	return v, err
+func newRouter() *router { return &router{mux: http.NewServeMux()} }
+
+func (rt *router) handle(method, pattern string, h http.HandlerFunc) {
+	rt.mux.HandleFunc(method+" "+pattern, h)
 }
 
-func splitComma(v string) []string { return strings.Split(v, ",") }
+// noMethod is a method no pattern has, to find a HEAD request's Allow.
+const noMethod = "\x00"
 
-// httpEvent tells an HTTP API event from other Lambda payloads by its
-// routeKey or requestContext. ok is false for other payloads; bad is the
-// answer to an HTTP event that cannot be decoded.
-func httpEvent(payload json.RawMessage) (req events.APIGatewayV2HTTPRequest, ok bool, bad *events.APIGatewayV2HTTPResponse) {
-	var probe struct {
-		RouteKey       *string         `json:"routeKey"`
-		RequestContext json.RawMessage `json:"requestContext"`
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	escaped := r.URL.EscapedPath()
+	if cleanPath(escaped) != escaped {
+		writeError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s", escaped))
+		return
 	}
-	_ = json.Unmarshal(payload, &probe)
-	if probe.RouteKey == nil && len(probe.RequestContext) == 0 {
-		return req, false, nil
+	probe := r
+	if r.Method == http.MethodHead {
+		probe = r.Clone(r.Context())
+		probe.Method = noMethod
 	}
-	if err := json.Unmarshal(payload, &req); err != nil {
-		resp := errorResponse(InvalidRequest("malformed HTTP API event"), nil)
-		return req, true, &resp
+	h, pattern := rt.mux.Handler(probe)
+	if pattern != "" {
+		rt.mux.ServeHTTP(w, r)
+		return
 	}
-	return req, true, nil
+	// The mux's own answer, to learn whether it is a 405 and its Allow.
+	var mw statusWriter
+	mw.header = http.Header{}
+	h.ServeHTTP(&mw, probe)
+	if mw.status != http.StatusMethodNotAllowed {
+		writeError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s", escaped))
+		return
+	}
+	var allowed []string
+	for m := range strings.SplitSeq(mw.header.Get("Allow"), ", ") {
+		if m != http.MethodHead && m != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	allow := strings.Join(allowed, ", ")
+	w.Header().Set("Allow", allow)
+	writeError(w, Errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s allows %s", escaped, allow))
+}
+
+// statusWriter keeps a status and headers and drops the body.
+type statusWriter struct {
+	header http.Header
+	status int
+}
+
+func (w *statusWriter) Header() http.Header { return w.header }
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+func (w *statusWriter) Write(p []byte) (int, error) { w.WriteHeader(http.StatusOK); return len(p), nil }
+
+// cleanPath is the path net/http.ServeMux routes without a redirect: no
+// empty, "." or ".." segments, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// patternNames returns the {name} wildcards of a pattern.
+func patternNames(pattern string) []string {
+	var names []string
+	for seg := range strings.SplitSeq(pattern, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(seg[1:len(seg)-1], "..."), "$"))
+		}
+	}
+	return names
+}
+
+// appendField adds "name":value at the end of a JSON object.
+func appendField(obj []byte, name string, value uint64) []byte {
+	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+		return obj
+	}
+	out := make([]byte, 0, len(obj)+len(name)+24)
+	out = append(out, obj[:len(obj)-1]...)
+	if len(obj) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, '"')
+	out = append(out, name...)
+	out = append(out, `":`...)
+	out = strconv.AppendUint(out, value, 10)
+	return append(out, '}')
 }

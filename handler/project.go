@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/handler/apigw"
 	"github.com/eventcore-go/eventcore/projection"
 )
 
@@ -34,13 +36,15 @@ const (
 const scheduleMargin = 500 * time.Millisecond
 
 // Project is the project function's handler: scheduled catch-up of every
-// projection, and the read side of the API. It is safe for concurrent use.
+// projection, and the read side of the API, an http.Handler of GET routes
+// that also answers API Gateway HTTP API events (Invoke). It is safe for
+// concurrent use.
 type Project struct {
 	reg    *Registry
 	store  eventlog.Store
 	runner *projection.Runner
 	log    *slog.Logger
-	routes []queryRoute
+	router *router
 	// Observer, when set, is told how many events each catch-up applied.
 	Observer ProjectionObserver
 }
@@ -57,14 +61,18 @@ func NewProject(reg *Registry, store eventlog.Store, runner *projection.Runner, 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	p := &Project{reg: reg, store: store, runner: runner, log: logger}
-	p.routes = append(p.routes,
-		queryRoute{route: mustRoute(http.MethodGet, ProjectionsRoute), fn: p.projections},
-		queryRoute{route: mustRoute(http.MethodGet, DeadLettersRoute), fn: p.deadLetters},
-		queryRoute{route: mustRoute(http.MethodGet, StreamRoute), fn: p.stream},
-		queryRoute{route: mustRoute(http.MethodGet, EventsRoute), fn: p.feed},
-	)
-	p.routes = append(p.routes, reg.queries...)
+	p := &Project{reg: reg, store: store, runner: runner, log: logger, router: newRouter()}
+	for _, q := range []queryRoute{
+		{pattern: ProjectionsRoute, fn: p.projections},
+		{pattern: DeadLettersRoute, fn: p.deadLetters},
+		{pattern: StreamRoute, fn: p.stream},
+		{pattern: EventsRoute, fn: p.feed},
+	} {
+		p.router.handle(http.MethodGet, q.pattern, p.serveQuery(q))
+	}
+	for _, q := range reg.queries {
+		p.router.handle(http.MethodGet, q.pattern, p.serveQuery(q))
+	}
 	return p
 }
 
@@ -79,17 +87,18 @@ type ScheduleReport struct {
 	Projections []projection.Report `json:"projections"`
 }
 
-// Invoke is the Lambda entry point: an HTTP API request; an operator's
-// direct invocation {"rebuild":"<projection>"}, which resets that
-// projection and replays it from position 0 (then catches everything up);
-// or anything else, such as an EventBridge scheduled event, which catches
-// every projection up.
+// Invoke is the Lambda entry point: an HTTP API request, which ServeHTTP
+// answers through the apigw adapter; an operator's direct invocation
+// {"rebuild":"<projection>"}, which resets that projection and replays it
+// from position 0 (then catches everything up); or anything else, such as
+// an EventBridge scheduled event, which catches every projection up.
 func (p *Project) Invoke(ctx context.Context, payload json.RawMessage) (any, error) {
-	if req, ok, bad := httpEvent(payload); ok {
-		if bad != nil {
-			return *bad, nil
-		}
-		return p.HandleHTTP(ctx, req), nil
+	ev, err := apigw.Decode(payload)
+	switch {
+	case errors.Is(err, apigw.ErrMalformed):
+		return eventError(InvalidRequest("malformed HTTP API event")), nil
+	case err == nil:
+		return p.HandleHTTP(ctx, ev), nil
 	}
 	var op struct {
 		Rebuild *string `json:"rebuild"`
@@ -142,67 +151,75 @@ func onlyLocked(err error) bool {
 	return errors.Is(err, projection.ErrLocked)
 }
 
-// HandleHTTP answers one read request.
-func (p *Project) HandleHTTP(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
-	path := requestPath(req)
-	segs, err := splitPath(path)
-	if err != nil {
-		return routeError(path, nil)
-	}
-	var allowed []string
-	for _, r := range p.routes {
-		vars, ok := r.match(segs)
-		if !ok {
-			continue
+// HandleHTTP answers one HTTP API event with ServeHTTP.
+func (p *Project) HandleHTTP(ctx context.Context, ev events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	return serveEvent(ctx, p, ev)
+}
+
+// ServeHTTP answers the read routes (GET only): 404 not_found for a path
+// no route has, 405 method_not_allowed (with Allow) for another method, 400
+// invalid_request for a malformed query string, then what the route
+// answers. A route that reads a projection first waits for ?min_position
+// (see Runner.WaitFor) within the request's deadline, or answers 503
+// projection_behind, and adds "as_of" to its JSON object: the projection's
+// checkpoint when the read began (the answer reflects every event up to it,
+// maybe more).
+func (p *Project) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.router.ServeHTTP(w, r) }
+
+// serveQuery is the handler of one read route.
+func (p *Project) serveQuery(q queryRoute) http.HandlerFunc {
+	names := patternNames(q.pattern)
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		vars := make(map[string]string, len(names))
+		for _, n := range names {
+			vars[n] = r.PathValue(n)
 		}
-		if requestMethod(req) != r.method {
-			allowed = append(allowed, r.method)
-			continue
+		query, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, InvalidRequest("malformed query string: %v", err))
+			return
 		}
-		query, bad := queryValues(req)
-		if bad != nil {
-			return errorResponse(bad, nil)
-		}
-		if r.projection != "" {
-			if e := p.readYourWrites(ctx, r.projection, query); e != nil {
-				return errorResponse(e, nil)
+		var asOf eventlog.Position
+		if q.projection != "" {
+			var e *Error
+			if asOf, e = p.readYourWrites(ctx, q.projection, query); e != nil {
+				writeError(w, e)
+				return
 			}
 		}
-		out, err := r.fn(ctx, QueryEnv{Store: p.store, Projections: p.runner}, vars, query)
+		out, err := q.fn(ctx, QueryEnv{Store: p.store, Projections: p.runner}, vars, query)
 		if err != nil {
-			return errorResponse(p.queryError(ctx, r.pattern, err), nil)
+			writeError(w, p.queryError(ctx, q.pattern, err))
+			return
 		}
-		return jsonResponse(http.StatusOK, out, nil)
+		body, err := json.Marshal(out)
+		if err != nil {
+			writeError(w, internalError())
+			return
+		}
+		if q.projection != "" {
+			body = appendField(body, "as_of", uint64(asOf))
+		}
+		writeBody(w, http.StatusOK, body)
 	}
-	return routeError(path, allowed)
 }
 
-func queryValues(req events.APIGatewayV2HTTPRequest) (map[string][]string, *Error) {
-	q := map[string][]string{}
-	if req.RawQueryString != "" {
-		parsed, err := parseQuery(req.RawQueryString)
-		if err != nil {
-			return nil, InvalidRequest("malformed query string: %v", err)
-		}
-		return parsed, nil
-	}
-	for k, v := range req.QueryStringParameters {
-		// HTTP API joins repeated parameters with commas.
-		q[k] = splitComma(v)
-	}
-	return q, nil
-}
-
-// readYourWrites catches the projection up to ?min_position within the
-// request's deadline; 503 projection_behind when it cannot.
-func (p *Project) readYourWrites(ctx context.Context, name string, query map[string][]string) *Error {
+// readYourWrites waits until the projection reaches ?min_position, within
+// the request's deadline less a margin (503 projection_behind when it does
+// not), and returns its checkpoint.
+func (p *Project) readYourWrites(ctx context.Context, name string, query map[string][]string) (eventlog.Position, *Error) {
 	raw, ok := query["min_position"]
 	if !ok {
-		return nil
+		at, err := p.runner.Checkpoint(ctx, name)
+		if err != nil {
+			return 0, p.queryError(ctx, name, err)
+		}
+		return at, nil
 	}
 	min, err := strconv.ParseUint(first(raw), 10, 64)
 	if err != nil {
-		return InvalidRequest("min_position must be a non-negative integer")
+		return 0, InvalidRequest("min_position must be a non-negative integer")
 	}
 	want := eventlog.Position(min)
 	// Give up before the deadline: waiting until the deadline itself gets
@@ -216,46 +233,15 @@ func (p *Project) readYourWrites(ctx context.Context, name string, query map[str
 		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
 		defer cancel()
 	}
-	behind := func() *Error {
-		return Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+	rep, err := p.runner.WaitFor(ctx, name, want)
+	p.observeApplied(rep)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+		}
+		return 0, p.queryError(ctx, name, err)
 	}
-	for {
-		at, err := p.runner.Checkpoint(ctx, name)
-		if err != nil {
-			if ctx.Err() != nil {
-				return behind()
-			}
-			return p.queryError(ctx, name, err)
-		}
-		if at >= want {
-			return nil
-		}
-		// Catch up only when the log holds events the projection has not
-		// seen: a catch-up at the head still writes (it takes and gives
-		// back the lease), every 20 ms while waiting.
-		head, err := p.store.Head(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return behind()
-			}
-			return p.queryError(ctx, name, err)
-		}
-		if at < head {
-			report, err := p.runner.CatchUp(ctx, name, want)
-			p.observeApplied(report)
-			if err != nil && !errors.Is(err, projection.ErrLocked) && ctx.Err() == nil {
-				return p.queryError(ctx, name, err)
-			}
-		}
-		if at, err := p.runner.Checkpoint(ctx, name); err == nil && at >= want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return behind()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return rep.Checkpoint, nil
 }
 
 func (p *Project) queryError(ctx context.Context, what string, err error) *Error {

@@ -42,7 +42,7 @@ func TestAccountRoutes(t *testing.T) {
 	e.catchUp()
 
 	resp := e.get("/accounts/alice", "")
-	if resp.StatusCode != http.StatusOK || resp.Body != `{"account":"alice","balance":75,"position":4}` {
+	if resp.StatusCode != http.StatusOK || resp.Body != `{"account":"alice","balance":75,"position":4,"as_of":5}` {
 		t.Fatalf("%d %s", resp.StatusCode, resp.Body)
 	}
 	if b := mustGet[balanceResult](e, "/accounts/bob", ""); b.Balance != 25 || b.Position != 5 {
@@ -63,8 +63,9 @@ func TestAccountRoutes(t *testing.T) {
 		RecordedAt   string            `json:"recorded_at"`
 	}
 	type historyResult struct {
-		Account string     `json:"account"`
-		History []movement `json:"history"`
+		Account string            `json:"account"`
+		History []movement        `json:"history"`
+		AsOf    eventlog.Position `json:"as_of"`
 	}
 	h := mustGet[historyResult](e, "/accounts/alice/history", "")
 	if h.Account != "alice" || len(h.History) != 3 {
@@ -384,9 +385,10 @@ func TestReadYourWrites(t *testing.T) {
 	type historyResult struct {
 		Account string            `json:"account"`
 		History []json.RawMessage `json:"history"`
+		AsOf    eventlog.Position `json:"as_of"`
 	}
 	e.mustCommand("deposit", `{"account":"alice","amount":1}`)
-	if h := mustGet[historyResult](e, "/accounts/alice/history", "min_position=6"); len(h.History) != 4 {
+	if h := mustGet[historyResult](e, "/accounts/alice/history", "min_position=6"); len(h.History) != 4 || h.AsOf < 6 {
 		t.Fatalf("history %+v", h)
 	}
 	if b := mustGet[balanceResult](e, "/accounts/alice", "min_position=0"); b.Balance != 70 {
@@ -498,7 +500,7 @@ func TestProjectInvokeHTTPEvent(t *testing.T) {
 	if !ok {
 		t.Fatalf("%T", out)
 	}
-	if resp.StatusCode != http.StatusOK || resp.Body != `{"account":"alice","balance":100,"position":3}` || resp.Headers["Content-Type"] != "application/json" {
+	if resp.StatusCode != http.StatusOK || resp.Body != `{"account":"alice","balance":100,"position":3,"as_of":3}` || resp.Headers["Content-Type"] != "application/json" {
 		t.Fatalf("%+v", resp)
 	}
 	out, _ = e.app.Project.Invoke(context.Background(), json.RawMessage(`{"routeKey":"GET /x","rawPath":5}`))

@@ -59,8 +59,8 @@ type QueryEnv struct {
 }
 
 type queryRoute struct {
-	route
-	projection string // the projection it reads, for ?min_position
+	pattern    string
+	projection string // the projection it reads, for ?min_position and as_of
 	fn         QueryFunc
 }
 
@@ -112,11 +112,19 @@ func (r *Registry) Projection(p projection.Projector) { r.projectors = append(r.
 // Projectors returns the registered projectors.
 func (r *Registry) Projectors() []projection.Projector { return r.projectors }
 
-// Query registers a GET route such as "/accounts/{id}" answered by fn.
-// projectionName names the projection it reads: with ?min_position=P the
-// handler first catches that projection up to P ("" for none).
+// Query registers a GET route such as "/accounts/{id}" answered by fn:
+// a net/http.ServeMux path pattern without method or host, of literal and
+// {name} segments. projectionName names the projection it reads ("" for
+// none): with ?min_position=P the handler first waits until that
+// projection reaches P, and a JSON object answer gets "as_of", the
+// projection's checkpoint. It panics on a pattern that does not start with
+// "/" (NewProject panics on one the mux refuses or that conflicts with
+// another).
 func (r *Registry) Query(pattern, projectionName string, fn QueryFunc) {
-	r.queries = append(r.queries, queryRoute{route: mustRoute(http.MethodGet, pattern), projection: projectionName, fn: fn})
+	if !strings.HasPrefix(pattern, "/") {
+		panic(fmt.Sprintf("handler: route %q must start with /", pattern))
+	}
+	r.queries = append(r.queries, queryRoute{pattern: pattern, projection: projectionName, fn: fn})
 }
 
 // Errors sets how domain errors map to statuses and codes; an error it

@@ -1,8 +1,7 @@
 // Command local is the local runner: the execute and project handlers of the
 // bank example behind one HTTP server, on SQLite files under ./data/, with
-// no cloud. It drives the same handler code as the Lambda functions, by
-// building the same API Gateway HTTP API events, so routes, statuses and
-// bodies are identical.
+// no cloud. It serves the same http.Handlers the Lambda functions adapt
+// API Gateway events to, so routes, statuses and bodies are identical.
 //
 // Configuration comes from the environment, with the names the functions
 // use (EVENTCORE_DB, EVENTCORE_READ_DB, EVENTCORE_SYNC, ...); -addr sets the

@@ -166,12 +166,12 @@ func TestWalkThrough(t *testing.T) {
 	eventually(t, 3*time.Second, "projections caught up", func() bool {
 		return do(t, "GET", u+"/projections", "").body == `{"projections":[{"name":"balances","checkpoint":5,"head":5,"lag":0,"dead_letters":0},{"name":"history","checkpoint":5,"head":5,"lag":0,"dead_letters":0}]}`
 	})
-	do(t, "GET", u+"/accounts/bob", "").want(t, 200, `{"account":"bob","balance":25,"position":5}`)
+	do(t, "GET", u+"/accounts/bob", "").want(t, 200, `{"account":"bob","balance":25,"position":5,"as_of":5}`)
 	do(t, "GET", u+"/accounts/bob/history", "").want(t, 200, `"counterparty":"alice"`)
 
 	// Read your writes.
 	do(t, "POST", u+"/commands/deposit", `{"account":"bob","amount":5}`).want(t, 200, `"position":6`)
-	do(t, "GET", u+"/accounts/bob?min_position=6", "").want(t, 200, `{"account":"bob","balance":30,"position":6}`)
+	do(t, "GET", u+"/accounts/bob?min_position=6", "").want(t, 200, `{"account":"bob","balance":30,"position":6,"as_of":6}`)
 
 	// The event log routes.
 	do(t, "GET", u+"/streams/account-alice?after=2", "").want(t, 200, `"version":3`)
@@ -241,7 +241,7 @@ func TestTimerCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "timer catch-up", func() bool {
-		return do(t, "GET", s.url+"/accounts/alice", "").body == `{"account":"alice","balance":42,"position":2}`
+		return do(t, "GET", s.url+"/accounts/alice", "").body == `{"account":"alice","balance":42,"position":2,"as_of":3}`
 	})
 	do(t, "GET", s.url+"/streams/orders%2F1", "").want(t, 200, `{"stream":"orders/1","version":1,"events":[{"position":3,"stream":"orders/1"`)
 	do(t, "GET", s.url+"/streams/orders/1", "").want(t, 404, `"not_found"`)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -21,7 +20,8 @@ import (
 // answers 503 projection_behind instead of waiting forever.
 var requestTimeout = 30 * time.Second
 
-// server turns HTTP requests into HTTP API events for the handlers.
+// server serves the execute and project handlers, /healthz and /metrics;
+// every request of the handlers is a unit of work of the App.
 type server struct {
 	app     *app.App
 	wake    chan struct{}
@@ -52,68 +52,25 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.ServeHTTP(w, r)
 		return
 	}
-	ev, err := toEvent(r)
-	if err != nil {
-		// Errors are JSON like every answer of the handlers.
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, `{"error":{"code":"invalid_request","message":"the body could not be read"}}`)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	ctx = handler.WithRequestID(ctx, ev.RequestContext.RequestID)
-	resp := events.APIGatewayV2HTTPResponse{ // when the runner is shutting down
-		StatusCode: http.StatusServiceUnavailable,
-		Headers:    map[string]string{"Content-Type": "application/json"},
-		Body:       `{"error":{"code":"unavailable","message":"the runner is shutting down"}}`,
-	}
+	ctx = handler.WithRequestID(ctx, uuid.NewString())
+	served := false
 	_ = s.app.Do(ctx, app.Request, func(ctx context.Context) error {
+		served = true
+		// The handlers of this unit: a reload replaces them between units.
+		var h http.Handler = s.app.Project
 		if strings.HasPrefix(r.URL.Path, "/commands/") {
-			resp = s.app.Execute.HandleHTTP(ctx, ev)
-		} else {
-			resp = s.app.Project.HandleHTTP(ctx, ev)
+			h = s.app.Execute
 		}
+		h.ServeHTTP(w, r.WithContext(ctx))
 		return nil
 	})
-	for k, v := range resp.Headers {
-		w.Header().Set(k, v)
+	if !served {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"the runner is shutting down"}}`)
 	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.WriteString(w, resp.Body)
-}
-
-// toEvent builds the HTTP API (payload 2.0) event API Gateway would send.
-// It reads at most one byte more than the handlers accept, so that an
-// oversized body is still answered 413 by the handler.
-func toEvent(r *http.Request) (events.APIGatewayV2HTTPRequest, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, handler.MaxBodyBytes+1))
-	if err != nil {
-		return events.APIGatewayV2HTTPRequest{}, err
-	}
-	headers := make(map[string]string, len(r.Header))
-	for k, v := range r.Header {
-		headers[strings.ToLower(k)] = strings.Join(v, ",")
-	}
-	now := time.Now()
-	return events.APIGatewayV2HTTPRequest{
-		Version:        "2.0",
-		RouteKey:       "$default",
-		RawPath:        r.URL.EscapedPath(),
-		RawQueryString: r.URL.RawQuery,
-		Headers:        headers,
-		Body:           string(body),
-		RequestContext: events.APIGatewayV2HTTPRequestContext{
-			RouteKey:  "$default",
-			Stage:     "$default",
-			RequestID: uuid.NewString(),
-			Time:      now.UTC().Format("02/Jan/2006:15:04:05 -0700"),
-			TimeEpoch: now.UnixMilli(),
-			HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{
-				Method: r.Method, Path: r.URL.Path, Protocol: r.Proto, SourceIP: r.RemoteAddr, UserAgent: r.UserAgent(),
-			},
-		},
-	}, nil
 }
 
 // projectLoop runs a Scheduled unit of work (the projections caught up,

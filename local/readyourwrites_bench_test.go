@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkReadYourWrites measures requests through the local runner, over
+// HTTP, with benchClients clients on benchAccounts accounts. Each iteration
+// of a client is a deposit, a read of the account with ?min_position= the
+// position the deposit answered, and a plain read. It reports the p50 and
+// p99 of each kind, and ryw/plain: the median cost of reading one's own
+// write against a plain read.
+func BenchmarkReadYourWrites(b *testing.B) {
+	const benchClients, benchAccounts = 8, 4
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, "127.0.0.1:0", testEnv(b.TempDir()), func(url string) { ready <- url }) }()
+	var base string
+	select {
+	case base = <-ready:
+	case err := <-done:
+		b.Fatalf("run: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("run: %v", err)
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients}, Timeout: 30 * time.Second}
+	send := func(method, target, body string) (int, string, time.Duration) {
+		start := time.Now()
+		req, err := http.NewRequest(method, base+target, strings.NewReader(body))
+		if err != nil {
+			b.Error(err)
+			return 0, "", 0
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Error(err)
+			return 0, "", 0
+		}
+		out, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			b.Error(err)
+		}
+		return resp.StatusCode, string(out), time.Since(start)
+	}
+	for i := range benchAccounts {
+		if status, out, _ := send("POST", "/commands/open-account", fmt.Sprintf(`{"account":"bench-%d","owner":"B"}`, i)); status != 200 {
+			b.Fatalf("open account: %d %s", status, out)
+		}
+	}
+
+	var mu sync.Mutex
+	var commands, ryw, plain []time.Duration
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for c := range benchClients {
+		wg.Go(func() {
+			account := fmt.Sprintf("bench-%d", c%benchAccounts)
+			var cs, rs, ps []time.Duration
+			for next.Add(1) <= int64(b.N) {
+				status, out, took := send("POST", "/commands/deposit", `{"account":"`+account+`","amount":1}`)
+				if status != 200 {
+					b.Errorf("deposit: %d %s", status, out)
+					return
+				}
+				cs = append(cs, took)
+				var res struct {
+					Events []struct {
+						Position uint64 `json:"position"`
+					} `json:"events"`
+				}
+				if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Events) != 1 {
+					b.Errorf("deposit answered %s", out)
+					return
+				}
+				status, out, took = send("GET", fmt.Sprintf("/accounts/%s?min_position=%d", account, res.Events[0].Position), "")
+				if status != 200 {
+					b.Errorf("read your write: %d %s", status, out)
+					return
+				}
+				rs = append(rs, took)
+				status, out, took = send("GET", "/accounts/"+account, "")
+				if status != 200 {
+					b.Errorf("plain read: %d %s", status, out)
+					return
+				}
+				ps = append(ps, took)
+			}
+			mu.Lock()
+			commands, ryw, plain = append(commands, cs...), append(ryw, rs...), append(plain, ps...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if len(plain) == 0 {
+		return
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for _, s := range []struct {
+		name string
+		d    []time.Duration
+	}{{"command", commands}, {"ryw", ryw}, {"plain", plain}} {
+		slices.Sort(s.d)
+		b.ReportMetric(ms(s.d[len(s.d)/2]), s.name+"-p50-ms")
+		b.ReportMetric(ms(s.d[len(s.d)*99/100]), s.name+"-p99-ms")
+	}
+	b.ReportMetric(float64(ryw[len(ryw)/2])/float64(plain[len(plain)/2]), "ryw/plain-p50")
+}
