@@ -129,12 +129,14 @@ func ParseURL(rawURL string) (*pgxpool.Config, error) {
 }
 
 // Redact returns rawURL with its password replaced by "xxxxx", for logs and
-// errors; a string that is not a URL is replaced as a whole.
+// errors; a string that is not a postgres:// or postgresql:// URL is
+// replaced as a whole.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparseable URL)"
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Opaque != "" {
+		return "(not a postgres:// URL)"
 	}
+	u.Fragment, u.RawFragment = "", ""
 	q := u.Query()
 	if q.Has("password") {
 		q.Set("password", "xxxxx")
