@@ -1,0 +1,301 @@
+package postgres_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/postgres"
+	"github.com/eventcore-go/eventcore/eventlog/postgres/pgtest"
+	"github.com/eventcore-go/eventcore/internal/testproc"
+)
+
+// The transfer benchmarks run one command shape, a transfer: read two
+// accounts' versions, then append one event to each with both expected
+// versions, reading again after a conflict. Two ways, with the same pool
+// size (postgres.DefaultMaxConns):
+//
+//   - store: the Store (group commit, one round trip per batch);
+//   - raw: the same statements by hand, one transaction per command, no
+//     group commit: lock both stream rows in order, check, update them,
+//     take two positions from log_head, insert both events, commit.
+//
+// They report transfers/s and the p50 and p99 latency of a command
+// (including its conflict retries). Both run against the server named by
+// EVENTCORE_TEST_POSTGRES_URL: `make bench-postgres`.
+
+const benchAccounts = 1000
+
+func benchAccount(i int) string { return fmt.Sprintf("account-%04d", i) }
+
+// seedAccounts gives every account a stream row, so that raw SQL (which
+// inserts no placeholders) and the store start alike.
+func seedAccounts(b testing.TB, pool *pgxpool.Pool) {
+	ids := make([]string, benchAccounts)
+	for i := range ids {
+		ids[i] = benchAccount(i)
+	}
+	if _, err := pool.Exec(context.Background(), `INSERT INTO streams (stream_id, version) SELECT unnest($1::text[]), 0`, ids); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// transferFunc runs one transfer between two accounts.
+type transferFunc func(ctx context.Context, from, to string) error
+
+func storeTransfer(s *postgres.Store) transferFunc {
+	data := json.RawMessage(`{"amount":1}`)
+	return func(ctx context.Context, from, to string) error {
+		streams := []eventlog.StreamID{eventlog.MustStreamID(from), eventlog.MustStreamID(to)}
+		for {
+			vs, err := s.StreamVersions(ctx, streams)
+			if err != nil {
+				return err
+			}
+			_, err = s.Append(ctx, eventlog.AppendRequest{
+				Expected: []eventlog.ExpectedVersion{{Stream: streams[0], Version: vs[0]}, {Stream: streams[1], Version: vs[1]}},
+				Events: []eventlog.Event{
+					{Stream: streams[0], Type: "MoneyWithdrawn", Data: data, Metadata: eventlog.Metadata{Command: "transfer"}},
+					{Stream: streams[1], Type: "MoneyDeposited", Data: data, Metadata: eventlog.Metadata{Command: "transfer"}},
+				},
+			})
+			if errors.Is(err, eventlog.ErrConflict) {
+				continue
+			}
+			return err
+		}
+	}
+}
+
+var errRawConflict = errors.New("raw: conflict")
+
+func rawTransfer(pool *pgxpool.Pool) transferFunc {
+	return func(ctx context.Context, from, to string) error {
+		ids := []string{from, to}
+		slices.Sort(ids)
+		for {
+			expected := map[string]int64{}
+			rows, err := pool.Query(ctx, `SELECT stream_id, version FROM streams WHERE stream_id = ANY($1::text[])`, ids)
+			if err != nil {
+				return err
+			}
+			var id string
+			var v int64
+			if _, err := pgx.ForEachRow(rows, []any{&id, &v}, func() error { expected[id] = v; return nil }); err != nil {
+				return err
+			}
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, `SELECT stream_id, version FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE`, ids)
+				if err != nil {
+					return err
+				}
+				if _, err := pgx.ForEachRow(rows, []any{&id, &v}, func() error {
+					if expected[id] != v {
+						return errRawConflict
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `UPDATE streams SET version = version + 1 WHERE stream_id = ANY($1::text[])`, ids); err != nil {
+					return err
+				}
+				var last int64
+				if err := tx.QueryRow(ctx, `UPDATE log_head SET position = position + 2 RETURNING position`).Scan(&last); err != nil {
+					return err
+				}
+				md := func() string {
+					return `{"event_id":"` + strconv.FormatInt(rand.Int64(), 16) + `","command":"transfer"}`
+				}
+				_, err = tx.Exec(ctx, `INSERT INTO events (position, stream_id, version, type, data, metadata, recorded_at)
+					VALUES ($1, $2, $3, 'MoneyWithdrawn', '{"amount":1}', $4::json, now()), ($5, $6, $7, 'MoneyDeposited', '{"amount":1}', $8::json, now())`,
+					last-1, from, expected[from]+1, md(), last, to, expected[to]+1, md())
+				return err
+			})
+			if errors.Is(err, errRawConflict) {
+				continue
+			}
+			return err
+		}
+	}
+}
+
+// runCallers runs n transfers from callers goroutines between random
+// accounts and returns each transfer's latency.
+func runCallers(ctx context.Context, n, callers int, transfer transferFunc) ([]time.Duration, error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
+			for next.Add(1) <= int64(n) {
+				from := rng.IntN(benchAccounts)
+				to := (from + 1 + rng.IntN(benchAccounts-1)) % benchAccounts
+				start := time.Now()
+				if err := transfer(ctx, benchAccount(from), benchAccount(to)); err != nil {
+					errs[c] = err
+					return
+				}
+				lat[c] = append(lat[c], time.Since(start))
+			}
+		})
+	}
+	wg.Wait()
+	return slices.Concat(lat...), errors.Join(errs...)
+}
+
+func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "transfers/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+func BenchmarkTransfers(b *testing.B) {
+	for _, callers := range []int{1, 8, 64} {
+		for _, mode := range []string{"store", "raw"} {
+			b.Run(fmt.Sprintf("callers=%d/%s", callers, mode), func(b *testing.B) {
+				url := pgtest.NewDatabase(b)
+				s, err := postgres.Open(context.Background(), url, postgres.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _ = s.Close() }()
+				seedAccounts(b, s.Pool())
+				transfer := storeTransfer(s)
+				if mode == "raw" {
+					cfg, err := postgres.ParseURL(url)
+					if err != nil {
+						b.Fatal(err)
+					}
+					cfg.MaxConns = postgres.DefaultMaxConns
+					cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+					pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer pool.Close()
+					transfer = rawTransfer(pool)
+				}
+				b.ResetTimer()
+				start := time.Now()
+				lat, err := runCallers(context.Background(), b.N, callers, transfer)
+				elapsed := time.Since(start)
+				if err != nil {
+					b.Fatal(err)
+				}
+				reportLatency(b, lat, elapsed)
+			})
+		}
+	}
+	b.Run("processes=4x16/store", benchProcesses)
+}
+
+// Environment of the benchmark's child processes.
+const (
+	benchChildURLEnv = "EVENTCORE_PGBENCH_CHILD_URL"
+	benchChildNEnv   = "EVENTCORE_PGBENCH_CHILD_N"
+)
+
+// benchProcesses runs b.N transfers from 4 child processes of 16 callers
+// each, the shape of many Lambda environments sharing one database.
+func benchProcesses(b *testing.B) {
+	const processes, callers = 4, 16
+	url := pgtest.NewDatabase(b)
+	s, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	seedAccounts(b, s.Pool())
+	children := make([]*testproc.Child, processes)
+	for p := range processes {
+		n := b.N / processes
+		if p < b.N%processes {
+			n++
+		}
+		children[p] = testproc.Start(b, "TestBenchChild", []string{
+			benchChildURLEnv + "=" + url, benchChildNEnv + "=" + strconv.Itoa(n)})
+		if !children[p].Lines.Scan() || children[p].Lines.Text() != "ready" {
+			b.Fatalf("child %d: %s", p, children[p].Stderr())
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for _, c := range children {
+		_, _ = c.Stdin.Write([]byte("go\n"))
+	}
+	var lat []time.Duration
+	for p, c := range children {
+		if !c.Lines.Scan() {
+			b.Fatalf("child %d: %s", p, c.Stderr())
+		}
+		for _, f := range strings.Fields(c.Lines.Text()) {
+			us, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				b.Fatalf("child %d: %v", p, err)
+			}
+			lat = append(lat, time.Duration(us)*time.Microsecond)
+		}
+	}
+	elapsed := time.Since(start)
+	for p, c := range children {
+		if err := c.CloseAndWait(); err != nil {
+			b.Fatalf("child %d: %v: %s", p, err, c.Stderr())
+		}
+	}
+	reportLatency(b, lat, elapsed)
+}
+
+// TestBenchChild is a child process of benchProcesses: it opens the store,
+// prints "ready", waits for a line on stdin, runs its transfers from 16
+// callers and prints their latencies in microseconds on one line.
+func TestBenchChild(t *testing.T) {
+	url := os.Getenv(benchChildURLEnv)
+	if url == "" {
+		t.Skip("runs only as a child process of BenchmarkTransfers")
+	}
+	n, _ := strconv.Atoi(os.Getenv(benchChildNEnv))
+	s, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	lat, err := runCallers(context.Background(), n, 16, storeTransfer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := make([]string, len(lat))
+	for i, d := range lat {
+		us[i] = strconv.FormatInt(d.Microseconds(), 10)
+	}
+	fmt.Println(strings.Join(us, " "))
+}
