@@ -6,8 +6,9 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(BIN)/golangci-lint
 BENCHTIME        ?= 2s
 BENCHCOUNT       ?= 1
+PG_BENCHTIME     ?= 10000x
 
-.PHONY: help run test test-short bench lint fmt tools clean build build-host build-ExecuteFunction build-ProjectFunction rie
+.PHONY: help run test test-short test-postgres bench bench-postgres lint fmt tools clean build build-host build-ExecuteFunction build-ProjectFunction rie
 
 FUNCTIONS := execute project
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags='-s -w'
@@ -26,11 +27,17 @@ test: $(BIN)/aws-lambda-rie build-host ## vet and run every test with the race d
 	# goroutines, in one and in two processes): too slow under -race.
 	$(GO) test -count=1 -timeout 10m -run 'Concurrent' ./examples/bank/
 
+test-postgres: ## run the PostgreSQL store's tests on a throw-away local cluster (.ci/postgres)
+	.ci/postgres run $(GO) test -race -count=1 ./eventlog/postgres/...
+
 test-short: ## run the tests without the race detector
 	$(GO) test -count=1 ./...
 
 bench: ## run the benchmarks beside their raw-SQLite baselines
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./...
+
+bench-postgres: ## run the PostgreSQL transfer benchmarks on a throw-away local cluster
+	.ci/postgres run $(GO) test -run '^$$' -bench Transfers -benchtime $(PG_BENCHTIME) -count $(BENCHCOUNT) ./eventlog/postgres/
 
 lint: $(GOLANGCI) ## go vet and golangci-lint
 	$(GO) vet ./...
