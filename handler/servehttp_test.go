@@ -58,7 +58,13 @@ func mount(t *testing.T) (*httptest.Server, *projection.Runner) {
 	return srv, runner
 }
 
-func send(t *testing.T, srv *httptest.Server, method, target, body string) (*http.Response, string) {
+// reply is an answer of the test server.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func send(t *testing.T, srv *httptest.Server, method, target, body string) (reply, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, srv.URL+target, strings.NewReader(body))
 	if err != nil {
@@ -74,7 +80,7 @@ func send(t *testing.T, srv *httptest.Server, method, target, body string) (*htt
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, string(b)
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
 }
 
 // TestServeHTTP drives the handlers as http.Handlers in a user's own
@@ -83,19 +89,19 @@ func send(t *testing.T, srv *httptest.Server, method, target, body string) (*htt
 func TestServeHTTP(t *testing.T) {
 	srv, _ := mount(t)
 	resp, body := send(t, srv, "POST", "/commands/open-account", `{"account":"alice","owner":"A"}`)
-	if resp.StatusCode != 200 || resp.Header.Get("X-Correlation-Id") == "" || resp.Header.Get("Content-Type") != "application/json" {
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Correlation-Id") == "" || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, body)
 	}
 	resp, body = send(t, srv, "POST", "/commands/deposit", `{"account":"alice","amount":7}`)
 	var res struct {
 		Events []handler.EventIndex `json:"events"`
 	}
-	if err := json.Unmarshal([]byte(body), &res); err != nil || resp.StatusCode != 200 || len(res.Events) != 1 {
+	if err := json.Unmarshal([]byte(body), &res); err != nil || resp.StatusCode != http.StatusOK || len(res.Events) != 1 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	// No catch-up ran: the read catches the projection up itself.
 	resp, body = send(t, srv, "GET", "/accounts/alice?min_position=2", "")
-	if resp.StatusCode != 200 || body != `{"account":"alice","balance":7,"position":2,"as_of":2}` {
+	if resp.StatusCode != http.StatusOK || body != `{"account":"alice","balance":7,"position":2,"as_of":2}` {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	for _, c := range []struct {
@@ -125,7 +131,7 @@ func TestServeHTTP(t *testing.T) {
 // interval would have it look again.
 func TestWaitForWakesOnCommit(t *testing.T) {
 	srv, runner := mount(t)
-	if resp, body := send(t, srv, "POST", "/commands/open-account", `{"account":"bob","owner":"B"}`); resp.StatusCode != 200 {
+	if resp, body := send(t, srv, "POST", "/commands/open-account", `{"account":"bob","owner":"B"}`); resp.StatusCode != http.StatusOK {
 		t.Fatal(body)
 	}
 	done := make(chan string, 1)
@@ -134,7 +140,7 @@ func TestWaitForWakesOnCommit(t *testing.T) {
 		done <- body
 	}()
 	time.Sleep(50 * time.Millisecond) // the read waits: position 2 is not in the log
-	if resp, body := send(t, srv, "POST", "/commands/deposit", `{"account":"bob","amount":3}`); resp.StatusCode != 200 {
+	if resp, body := send(t, srv, "POST", "/commands/deposit", `{"account":"bob","amount":3}`); resp.StatusCode != http.StatusOK {
 		t.Fatal(body)
 	}
 	if _, err := runner.CatchUp(context.Background(), "balances", 0); err != nil {

@@ -157,7 +157,32 @@ type entry struct {
 	sem  chan struct{} // holds a token while a call works on the projection
 
 	mu      sync.Mutex
-	changed chan struct{} // closed (and replaced) by signal
+	changed chan struct{}     // closed (and replaced) by signal
+	wanted  eventlog.Position // the furthest position a WaitFor waits for; 0 when none waits
+	waiters int
+}
+
+// wait registers a WaitFor caller waiting for pos; the function it returns
+// unregisters it.
+func (e *entry) wait(pos eventlog.Position) func() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.waiters++
+	e.wanted = max(e.wanted, pos)
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.waiters--; e.waiters == 0 {
+			e.wanted = 0
+		}
+	}
+}
+
+// want is the furthest position a WaitFor caller waits for, 0 if none.
+func (e *entry) want() eventlog.Position {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.wanted
 }
 
 func (e *entry) lock(ctx context.Context) error {
@@ -371,8 +396,10 @@ func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Po
 // CatchUp applies the events after the projection's checkpoint, batch by
 // batch, until the checkpoint reaches until (0 means the log's head read
 // when the call began) or the log has no more events; it never moves the
-// checkpoint past until. The Report's Head is the head read when the call
-// began, its Checkpoint the checkpoint when it returned.
+// checkpoint past until. With until 0, a call that reached its target
+// while callers of WaitFor wait for later positions goes on to the head as
+// it is then (taking the lease again). The Report's Head is the head read
+// when the call began, its Checkpoint the checkpoint when it returned.
 //
 // The call first takes the projection's lease; when another Runner holds it
 // (not expired) CatchUp returns an error wrapping ErrLocked at once, and it
@@ -421,9 +448,10 @@ func (r *Runner) CatchUp(ctx context.Context, name string, until eventlog.Positi
 // never polls what this Runner does itself: a waiter wakes when a batch of
 // any call of this Runner on the projection commits, or when such a call
 // returns. While no call of this Runner works on the projection, WaitFor
-// catches it up to pos itself (CatchUp with until pos), as far as the log
-// reaches; while the log has not reached pos (another process appends it)
-// or another Runner holds the lease, it looks again every PollInterval.
+// catches it up itself (CatchUp to the head), so that one catch-up serves
+// every waiter whose events are in the log; while the log has not reached
+// pos (another process appends it) or another Runner holds the lease, it
+// looks again every PollInterval.
 //
 // The Report sums what WaitFor's own catch-ups applied and skipped; its
 // Checkpoint is the last one read (at least pos on success), its Head the
@@ -445,6 +473,7 @@ func (r *Runner) WaitFor(ctx context.Context, name string, pos eventlog.Position
 			timer.Stop()
 		}
 	}()
+	defer e.wait(pos)()
 	for {
 		changed := e.watch() // before the read: a batch after it closes it
 		cp, err := readCheckpoint(ctx, r.db, name)
@@ -462,7 +491,7 @@ func (r *Runner) WaitFor(ctx context.Context, name string, pos eventlog.Position
 			}
 			rep.Head = head
 			if head > cp {
-				c, err := r.CatchUp(ctx, name, pos)
+				c, err := r.CatchUp(ctx, name, 0)
 				rep.Applied += c.Applied
 				rep.Skipped += c.Skipped
 				switch {
@@ -562,6 +591,20 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 			return rep, progressed, ctxEnd(ctx, name, progressed)
 		case err != nil:
 			return rep, progressed, err
+		case res.done && until == 0 && res.released && e.want() > rep.Checkpoint:
+			// Callers of WaitFor wait for later events: go on to the head
+			// as it is now, under a lease taken again.
+			head, err := r.store.Head(ctx)
+			if err != nil {
+				return rep, progressed, fmt.Errorf("projection %q: read head: %w", name, err)
+			}
+			if head <= rep.Checkpoint {
+				return rep, progressed, nil
+			}
+			if err := r.acquire(ctx, name); err != nil {
+				return rep, progressed, err
+			}
+			released, target = false, head
 		case res.done:
 			return rep, progressed, nil
 		}
