@@ -84,7 +84,7 @@ func TestBatchConflictRefusesOnlyItsOwn(t *testing.T) {
 			})
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let every append queue behind the blocked one
+	time.Sleep(time.Second) // let every append queue behind the blocked one
 	release()
 	wg.Wait()
 
