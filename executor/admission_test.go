@@ -58,8 +58,8 @@ func TestAdmissionNeverAdmitsTwoHoldersOfAStream(t *testing.T) {
 	if n := overlaps.Load(); n != 0 {
 		t.Fatalf("%d times a stream had two holders", n)
 	}
-	if len(a.slots) != 0 {
-		t.Fatalf("%d slots left after every command left", len(a.slots))
+	if len(a.held) != 0 || len(a.waiting) != 0 {
+		t.Fatalf("%d streams held and %d waiters left after every command left", len(a.held), len(a.waiting))
 	}
 }
 
@@ -106,6 +106,74 @@ func TestAdmissionWaiterGivesUp(t *testing.T) {
 		t.Fatal("stream a stayed held by a waiter that gave up")
 	}
 	releaseB()
+}
+
+// A waiting command is overtaken by later ones whose streams are free, but
+// at most MaxOvertakes times: then it reserves its streams, and the next
+// command on them waits behind it.
+func TestAdmissionOvertakingIsBounded(t *testing.T) {
+	a := NewAdmission()
+	ctx := context.Background()
+	releaseA, err := a.Admit(ctx, sids("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := make(chan func(), 1)
+	go func() {
+		release, err := a.Admit(ctx, sids("b", "a"))
+		if err != nil {
+			t.Error(err)
+		}
+		waiter <- release
+	}()
+	for {
+		a.mu.Lock()
+		n := len(a.waiting)
+		a.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// b is free: commands on b alone overtake the waiter, MaxOvertakes times.
+	for i := range MaxOvertakes {
+		admitted := make(chan func(), 1)
+		go func() {
+			release, _ := a.Admit(ctx, sids("b"))
+			admitted <- release
+		}()
+		select {
+		case release := <-admitted:
+			release()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("overtake %d: a command on a free stream was not admitted", i+1)
+		}
+	}
+	// The next one waits behind the waiter, which runs once a is released.
+	next := make(chan func(), 1)
+	go func() {
+		release, _ := a.Admit(ctx, sids("b"))
+		next <- release
+	}()
+	select {
+	case <-next:
+		t.Fatal("a command overtook a waiter that had been overtaken MaxOvertakes times")
+	case <-time.After(50 * time.Millisecond):
+	}
+	releaseA()
+	releaseWaiter := <-waiter
+	select {
+	case <-next:
+		t.Fatal("the next command ran while the waiter held b")
+	case <-time.After(20 * time.Millisecond):
+	}
+	releaseWaiter()
+	select {
+	case release := <-next:
+		release()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the next command was never admitted")
+	}
 }
 
 // Inside one process, concurrent commands on one hot stream are ordered,
