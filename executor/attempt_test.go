@@ -33,6 +33,7 @@ type world struct {
 	// as a store keeps them, and with autoCommit every append without a
 	// scripted outcome goes to commit.
 	probeErr   error
+	afterProbe func() // called once after the next probe, then cleared
 	snapshots  map[string]eventlog.Snapshot
 	autoCommit bool
 	reads      []readCall // every read, for its after
@@ -128,6 +129,10 @@ func (w *world) StreamVersions(_ context.Context, streams []eventlog.StreamID) (
 	versions := make([]eventlog.Version, len(streams))
 	for i, s := range streams {
 		versions[i] = w.version(s)
+	}
+	if hook := w.afterProbe; hook != nil {
+		w.afterProbe = nil
+		hook()
 	}
 	return versions, w.probeErr
 }

@@ -77,6 +77,36 @@ func TestStreamEventsAheadOfTheStoreAreDropped(t *testing.T) {
 	}
 }
 
+// TestStreamEventsGrownSinceTheProbe: when another command extends a
+// stream's cached events between an attempt's probe and its fold, the
+// attempt folds only what its probe saw (and conflicts, and retries); the
+// events are not taken for another log's and dropped.
+func TestStreamEventsGrownSinceTheProbe(t *testing.T) {
+	w := newWorld(t, incs(t, "A", 3), incs(t, "B", 2))
+	c := cache.New(time.Minute, 1<<20).AdmitEveryKey()
+	opts := Options{Cache: c}
+	w.execute(spec{streams: []string{"A"}, handle: noEvents}, opts, false)
+	w.execute(spec{streams: []string{"B"}, handle: noEvents}, opts, false)
+	w.afterProbe = func() {
+		// Another command appends to A and writes its event through.
+		inner := newWorld(t)
+		inner.streams, inner.autoCommit = w.streams, true
+		if _, err := inner.drive(newTestExecution(spec{streams: []string{"A"}, handle: incA}.cmd(nil), opts)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp := spec{streams: []string{"A", "B"}, handle: countFolds}
+	opts.Retry = ExponentialBackoff{MaxRetries: 1, Initial: time.Millisecond, Max: time.Millisecond}
+	warm := w.execute(sp, opts, false)
+	wantRun(t, warm, "miss", 0, "probe A B", "append A@3 B@2", "sleep 1ms", "probe A B", "append A@4 B@2", "done")
+	if st := c.Stats(); st.Invalidations != 0 {
+		t.Errorf("%d invalidations: the grown events were dropped", st.Invalidations)
+	}
+	if warm.res.Folded != 5+6 {
+		t.Errorf("folded %d events over two attempts, want 11", warm.res.Folded)
+	}
+}
+
 // TestStreamEventsOnlyShortStreams: a stream longer than
 // MaxCachedStreamEvents is not kept; it is read from the store each time.
 func TestStreamEventsOnlyShortStreams(t *testing.T) {

@@ -452,8 +452,8 @@ func (x *execution[S, E]) recall(ctx context.Context, a *attempt[S], s eventlog.
 	if cached <= after {
 		return recalledStream[E]{key: key, log: log, upTo: cached}, nil
 	}
-	current, ok := a.probedVersion(s)
-	if !ok {
+	current, probed := a.probedVersion(s)
+	if !probed {
 		versions, err := x.store.StreamVersions(ctx, []eventlog.StreamID{s})
 		if err != nil {
 			return recalledStream[E]{}, fmt.Errorf("executor: probe stream versions: %w", err)
@@ -463,18 +463,24 @@ func (x *execution[S, E]) recall(ctx context.Context, a *attempt[S], s eventlog.
 		}
 		current = versions[0]
 	}
+	upTo := cached
 	if current < cached {
-		c.Delete(key) // not from this log
-		c.RecordInvalidation()
-		return recalledStream[E]{key: key}, nil
+		if !probed {
+			c.Delete(key) // ahead of the store: not from this log
+			c.RecordInvalidation()
+			return recalledStream[E]{key: key}, nil
+		}
+		// The events grew since this attempt probed the stream: fold what
+		// the probe saw, so that the append expects that version.
+		upTo = max(current, after)
 	}
-	for _, ev := range events[after:cached] {
+	for _, ev := range events[after:upTo] {
 		x.cmd.Apply(&a.state, ev)
 		a.recalled++
 		x.folded++
 	}
-	a.versions[s] = cached
-	return recalledStream[E]{key: key, log: log, upTo: cached, current: current == cached}, nil
+	a.versions[s] = upTo
+	return recalledStream[E]{key: key, log: log, upTo: upTo, current: current == upTo}, nil
 }
 
 // collect is where the events read after version after go: into the
