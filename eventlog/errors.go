@@ -31,6 +31,19 @@ var (
 	// the single-writer lease of the log (another writer holds it, or this
 	// one lost it). Nothing was written.
 	ErrNotWriter = errors.New("eventlog: this process is not the log's writer")
+
+	// ErrStorageFull marks a write refused because the storage under the
+	// log is full (SQLite's SQLITE_FULL, or an I/O error on a filesystem
+	// with no space left). Nothing was written. The store takes writes
+	// again, without a restart, once space is freed.
+	ErrStorageFull = errors.New("eventlog: storage is full")
+
+	// ErrStorageUnavailable marks a write that met an I/O error of the
+	// storage (a failed write or fsync), or that arrived while the store
+	// was reopening its database after one. Its outcome is unknown to the
+	// caller: a write whose fsync failed may be kept or lost. Retrying with
+	// the same command id is safe.
+	ErrStorageUnavailable = errors.New("eventlog: storage failed")
 )
 
 // InvalidError says what was wrong with an argument. It wraps ErrInvalid.

@@ -31,8 +31,10 @@ type Store interface {
 	//
 	// Errors: ErrInvalid (*InvalidError) for a malformed request, checked
 	// before anything is written; ErrConflict (*ConflictError, listing every
-	// stream that did not match) when a version differs. When Append returns
-	// a context error, nothing was recorded.
+	// stream that did not match) when a version differs; ErrStorageFull
+	// when the storage has no space left (nothing was recorded);
+	// ErrStorageUnavailable after an I/O error of the storage (outcome
+	// unknown). When Append returns a context error, nothing was recorded.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
 
 	// ReadStream yields the events of stream with versions greater than

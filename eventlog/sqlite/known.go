@@ -66,6 +66,14 @@ func (k *known) forget(streams []eventlog.StreamID) {
 	}
 }
 
+// forgetAll drops everything known (the writer reopened its connection).
+func (k *known) forgetAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	clear(k.versions)
+	k.checked = time.Time{}
+}
+
 // lookup fills out with the known versions of streams and reports whether
 // every one of them is known and still trusted.
 func (k *known) lookup(streams []eventlog.StreamID, out []eventlog.Version) bool {

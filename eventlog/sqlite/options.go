@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// writer connection, for a file whose checkpoints are run by a
 	// replicator (Litestream) that must see every WAL frame first.
 	NoAutoCheckpoint bool
+	// Logger receives the store's own reports (a full disk, once per
+	// episode; an I/O error and the reopen after it). nil = slog.Default().
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -69,6 +73,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	switch o.Synchronous {
 	case SyncFull, SyncNormal:

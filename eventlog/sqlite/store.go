@@ -8,6 +8,13 @@
 // locks serialize writers: every write transaction starts with BEGIN
 // IMMEDIATE and waits up to the busy timeout for the lock. Reads use a
 // separate pool of read-only connections.
+//
+// Storage failures: an append whose commit finds the disk full fails with
+// eventlog.ErrStorageFull and writes nothing; the next commit after space
+// is freed succeeds, without a restart. An append whose commit meets an
+// I/O error (a failed write or fsync) fails with
+// eventlog.ErrStorageUnavailable, and the writer closes its connection and
+// opens a new one before it commits anything else (see writer).
 package sqlite
 
 import (
@@ -18,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"iter"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,20 +79,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == ":memory:" {
 		return nil, errors.New("sqlite: an in-memory database cannot be shared by the writer and readers; use a file")
 	}
-	wdb, err := sql.Open("sqlite", opts.DSN(path, "immediate"))
+	wdsn := opts.DSN(path, "immediate")
+	wdb, err := openWriteDB(wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	wdb.SetMaxOpenConns(1)
-	wdb.SetMaxIdleConns(1)
-	wdb.SetConnMaxLifetime(0)
-	wdb.SetConnMaxIdleTime(0)
 	if err := migrateRetrying(ctx, wdb, opts.BusyTimeout); err != nil {
 		_ = wdb.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
 	k := newKnown()
-	w, err := newWriter(ctx, wdb, opts.MaxBatch, k)
+	w, err := newWriter(ctx, wdsn, filepath.Dir(path), wdb, opts.MaxBatch, k, opts.Logger)
 	if err != nil {
 		_ = wdb.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/eventcore-go/eventcore/eventlog"
 )
@@ -66,7 +68,20 @@ func prepareAppend(req eventlog.AppendRequest) (*appendCall, error) {
 // writer owns the one write connection. A single goroutine runs every write
 // transaction, so statements need no locking and appends that queue while a
 // commit is in progress are committed together by the next one.
+//
+// A commit that fails because the storage is full fails every append of its
+// batch with eventlog.ErrStorageFull (logged once per episode: from the first
+// such failure to the next commit that succeeds). A commit that meets an I/O
+// error (a failed write or fsync) fails every append of its batch with
+// eventlog.ErrStorageUnavailable, and the writer then closes its connection
+// and opens a new one instead of trying the same transaction again: after a
+// failed fsync the kernel may have dropped the dirty pages, so nothing that
+// connection held in memory is trusted (PostgreSQL's "fsyncgate"). Appends
+// that arrive before it has reopened fail with ErrStorageUnavailable too.
 type writer struct {
+	dsn      string // opens the write connection
+	dir      string // the database's directory, whose free space tells a full disk
+	log      *slog.Logger
 	db       *sql.DB
 	conn     *sql.Conn
 	calls    chan *appendCall
@@ -84,6 +99,10 @@ type writer struct {
 	known           *known
 	dataVersionSeen int64
 	dataVersionAt   time.Time
+
+	// full is set from a commit that failed for want of space to the next
+	// one that succeeds; broken from an I/O error to the reopen.
+	full, broken bool
 }
 
 // dataVersionEvery is how often, at most, a commit reads PRAGMA
@@ -91,17 +110,49 @@ type writer struct {
 // what a check misses in between costs a retry at most.
 const dataVersionEvery = 50 * time.Millisecond
 
-func newWriter(ctx context.Context, db *sql.DB, maxBatch int, k *known) (*writer, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
+// Reopen delays after an I/O error: the first attempt is immediate, later
+// ones back off up to reopenMaxDelay.
+const (
+	reopenFirstDelay = 10 * time.Millisecond
+	reopenMaxDelay   = time.Second
+)
+
+// newWriter starts the writer over db, which dsn opened (its one
+// connection); dir is the database's directory.
+func newWriter(ctx context.Context, dsn, dir string, db *sql.DB, maxBatch int, k *known, log *slog.Logger) (*writer, error) {
 	w := &writer{
-		db: db, conn: conn, maxBatch: maxBatch, known: k,
+		dsn: dsn, dir: dir, log: log, db: db, maxBatch: maxBatch, known: k,
 		calls:   make(chan *appendCall, maxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
+	if err := w.openConn(ctx); err != nil {
+		return nil, err
+	}
+	go w.loop()
+	return w, nil
+}
+
+// openWriteDB opens the pool of the one write connection.
+func openWriteDB(dsn string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+// openConn takes w.db's connection and prepares the statements.
+func (w *writer) openConn(ctx context.Context) error {
+	conn, err := w.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	w.conn = conn
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
@@ -115,13 +166,81 @@ func newWriter(ctx context.Context, db *sql.DB, maxBatch int, k *known) (*writer
 		{&w.commandPut, `INSERT INTO commands (command_id, first_position, last_position) VALUES (?, ?, ?)`},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.sql); err != nil {
-			_ = conn.Close()
-			return nil, err
+			_ = w.closeConn()
+			return err
 		}
 	}
-	go w.loop()
-	return w, nil
+	return nil
 }
+
+// closeConn closes the statements, the connection and its pool.
+func (w *writer) closeConn() error {
+	var errs []error
+	for _, st := range []**sql.Stmt{&w.begin, &w.commitStmt, &w.dataVersion, &w.version, &w.insert, &w.commandGet, &w.commandPut} {
+		if *st != nil {
+			errs = append(errs, (*st).Close())
+			*st = nil
+		}
+	}
+	if w.conn != nil {
+		errs = append(errs, w.conn.Close())
+		w.conn = nil
+	}
+	if w.db != nil {
+		errs = append(errs, w.db.Close())
+		w.db = nil
+	}
+	return errors.Join(errs...)
+}
+
+// reopen replaces the write connection after an I/O error, retrying with
+// backoff until it succeeds or the writer stops; meanwhile it answers
+// every call with ErrStorageUnavailable. What this process knew of stream
+// versions is forgotten: the failed transaction's outcome is unknown.
+func (w *writer) reopen() {
+	w.known.forgetAll()
+	w.dataVersionSeen, w.dataVersionAt = 0, time.Time{}
+	delay := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		_ = w.closeConn() // errors of a connection given up are expected
+		db, err := openWriteDB(w.dsn)
+		if err == nil {
+			w.db = db
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = w.openConn(ctx)
+			if err == nil {
+				// Something that reads the file through the new connection.
+				err = w.dataVersion.QueryRowContext(ctx).Scan(&w.dataVersionSeen)
+			}
+			cancel()
+		}
+		if err == nil {
+			w.broken = false
+			w.dataVersionAt = time.Now()
+			w.log.Info("event log reopened after a storage error", "attempts", attempt)
+			return
+		}
+		w.log.Warn("event log could not be reopened", "attempt", attempt, "error", err.Error())
+		delay = min(max(2*delay, reopenFirstDelay), reopenMaxDelay)
+		timer := time.NewTimer(delay)
+	wait:
+		for {
+			select {
+			case c := <-w.calls:
+				if c.state.CompareAndSwap(callQueued, callTaken) {
+					c.done <- appendOutcome{err: errReopening}
+				}
+			case <-timer.C:
+				break wait
+			case <-w.quit:
+				timer.Stop()
+				return
+			}
+		}
+	}
+}
+
+var errReopening = fmt.Errorf("sqlite: append: %w: reopening the database after an I/O error; nothing was written", eventlog.ErrStorageUnavailable)
 
 // submit queues c and waits for its outcome. If ctx ends before the writer
 // takes the call, the call is withdrawn and ctx's error returned: nothing
@@ -168,6 +287,9 @@ func (w *writer) loop() {
 		if len(batch) > 0 {
 			w.commit(batch)
 		}
+		if w.broken {
+			w.reopen()
+		}
 	}
 }
 
@@ -185,14 +307,28 @@ func (w *writer) take(batch []*appendCall, c *appendCall) []*appendCall {
 // appends are run again one by one, so that one append's failure never
 // fails another. A failure to begin (another process held the lock past
 // the busy timeout) is every append's answer at once: running them one by
-// one would only wait the timeout again for each.
+// one would only wait the timeout again for each. So is a failure of the
+// storage (a full disk, an I/O error): no append of the batch is
+// acknowledged, and none is tried again on this connection.
 func (w *writer) commit(batch []*appendCall) {
 	outcomes, began, err := w.commitTx(batch)
+	if err != nil {
+		if serr := w.storageError(err); serr != nil {
+			for _, c := range batch {
+				c.done <- appendOutcome{err: serr}
+			}
+			return
+		}
+	}
 	if err != nil && began && len(batch) > 1 {
 		for _, c := range batch {
 			w.commit([]*appendCall{c})
 		}
 		return
+	}
+	if err == nil && w.full {
+		w.full = false
+		w.log.Info("event log storage has space again: appends are committed")
 	}
 	for i, c := range batch {
 		if err != nil {
@@ -201,6 +337,40 @@ func (w *writer) commit(batch []*appendCall) {
 		}
 		c.done <- outcomes[i]
 	}
+}
+
+// storageError returns the error of every append of a batch whose commit
+// failed with err when err is a failure of the storage (SQLITE_FULL,
+// SQLITE_IOERR), and nil otherwise. An I/O error marks the connection
+// broken; on a filesystem without space, one that is not a failed fsync
+// counts as a full disk (a write that failed with ENOSPC may surface as
+// an I/O error).
+func (w *writer) storageError(err error) error {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return nil
+	}
+	code := coded.Code()
+	switch code & 0xff {
+	case sqlite3.SQLITE_FULL:
+		return w.fullError(err)
+	case sqlite3.SQLITE_IOERR:
+		w.broken = true
+		if code != sqlite3.SQLITE_IOERR_FSYNC && code != sqlite3.SQLITE_IOERR_DIR_FSYNC && lowOnSpace(w.dir) {
+			return w.fullError(err)
+		}
+		w.log.Error("event log storage failed: the batch is not acknowledged and the database is reopened", "error", err.Error())
+		return fmt.Errorf("sqlite: append: %w: %w", eventlog.ErrStorageUnavailable, err)
+	}
+	return nil
+}
+
+func (w *writer) fullError(err error) error {
+	if !w.full {
+		w.full = true
+		w.log.Warn("event log storage is full: appends are refused until space is freed", "dir", w.dir, "error", err.Error())
+	}
+	return fmt.Errorf("sqlite: append: %w: %w", eventlog.ErrStorageFull, err)
 }
 
 // commitTx returns each call's outcome, or an error when the transaction as
@@ -371,12 +541,7 @@ func recordsBetween(ctx context.Context, q queryer, first, last int64) ([]eventl
 func (w *writer) close() error {
 	close(w.quit)
 	<-w.stopped
-	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commitStmt, w.version, w.insert, w.commandGet, w.commandPut} {
-		errs = append(errs, st.Close())
-	}
-	errs = append(errs, w.conn.Close(), w.db.Close())
-	return errors.Join(errs...)
+	return w.closeConn()
 }
 
 // scanRecord reads the columns position, [stream_id,] version, type, data,
