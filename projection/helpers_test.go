@@ -143,15 +143,25 @@ func (c *counter) Name() string { return c.name }
 func (c *counter) FailurePolicy() projection.FailurePolicy { return c.policy }
 
 func (c *counter) Setup(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, fmt.Sprintf(`
-		CREATE TABLE IF NOT EXISTS "%[1]s_counts" (stream TEXT PRIMARY KEY, n INTEGER NOT NULL);
-		CREATE TABLE IF NOT EXISTS "%[1]s_applied" (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, type TEXT NOT NULL);`, c.name))
-	return err
+	// Portable SQL (see projection.Dialect): one statement per Exec.
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS "%[1]s_counts" (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS "%[1]s_applied" (position BIGINT PRIMARY KEY, stream TEXT NOT NULL, type TEXT NOT NULL)`,
+	} {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(q, c.name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *counter) Reset(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM "%[1]s_counts"; DELETE FROM "%[1]s_applied";`, c.name))
-	return err
+	for _, q := range []string{`DELETE FROM "%[1]s_counts"`, `DELETE FROM "%[1]s_applied"`} {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(q, c.name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *counter) failAt(pos eventlog.Position, times int) {
@@ -193,12 +203,12 @@ func (c *counter) Apply(ctx context.Context, tx *sql.Tx, r eventlog.Record) erro
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO "%s_applied" (position, stream, type) VALUES (?, ?, ?)`, c.name),
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO "%s_applied" (position, stream, type) VALUES ($1, $2, $3)`, c.name),
 		int64(r.Position), r.Stream.String(), r.Type); err != nil {
 		return fmt.Errorf("record position %d: %w", r.Position, err)
 	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO "%s_counts" (stream, n) VALUES (?, 1)
-		ON CONFLICT (stream) DO UPDATE SET n = n + 1`, c.name), r.Stream.String()); err != nil {
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO "%[1]s_counts" (stream, n) VALUES ($1, 1)
+		ON CONFLICT (stream) DO UPDATE SET n = "%[1]s_counts".n + 1`, c.name), r.Stream.String()); err != nil {
 		return err
 	}
 	c.mu.Lock()

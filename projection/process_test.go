@@ -26,8 +26,11 @@ const (
 	childModeEnv   = "PROJECTION_TEST_CHILD"
 	childEventsEnv = "PROJECTION_TEST_EVENTS"
 	childReadEnv   = "PROJECTION_TEST_READ"
-	crashPosition  = 1234
-	crashExitCode  = 3
+	// childDialectEnv is "postgres" when the events and read variables
+	// hold the URL of one PostgreSQL database instead of file paths.
+	childDialectEnv = "PROJECTION_TEST_DIALECT"
+	crashPosition   = 1234
+	crashExitCode   = 3
 )
 
 // TestChildProcess is the second process's entry point; it does nothing in
@@ -37,8 +40,15 @@ func TestChildProcess(t *testing.T) {
 	if mode == "" {
 		t.Skip("runs only as a child process")
 	}
-	store := openStore(t, os.Getenv(childEventsEnv))
-	db := openReadDB(t, os.Getenv(childReadEnv))
+	var store eventlog.Store
+	var db *sql.DB
+	dialect := projection.SQLite
+	if os.Getenv(childDialectEnv) == "postgres" {
+		dialect = projection.Postgres
+		store, db = openPostgres(t, os.Getenv(childEventsEnv))
+	} else {
+		store, db = openStore(t, os.Getenv(childEventsEnv)), openReadDB(t, os.Getenv(childReadEnv))
+	}
 	switch mode {
 	case "crash":
 		c := newCounter("counts")
@@ -48,11 +58,11 @@ func TestChildProcess(t *testing.T) {
 			}
 			return nil
 		})
-		r := newRunner(t, db, store, projection.Options{BatchSize: 100, LeaseTTL: 2 * time.Second, Owner: "crashed"}, c)
+		r := newRunner(t, db, store, projection.Options{BatchSize: 100, LeaseTTL: 2 * time.Second, Owner: "crashed", Dialect: dialect}, c)
 		_, err := r.CatchUp(context.Background(), "counts", 0)
 		t.Fatalf("the child did not crash: %v", err)
 	case "loop":
-		r := newRunner(t, db, store, projection.Options{BatchSize: 25, Owner: "child"}, newCounter("counts"))
+		r := newRunner(t, db, store, projection.Options{BatchSize: 25, Owner: "child", Dialect: dialect}, newCounter("counts"))
 		stop := make(chan struct{})
 		fmt.Println("READY")
 		go func() {

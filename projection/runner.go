@@ -59,6 +59,9 @@ type Options struct {
 	// it) or another Runner holds the projection's lease. 0 means
 	// DefaultPollInterval.
 	PollInterval time.Duration
+	// Dialect is the read-model database's SQL dialect: SQLite (the zero
+	// value) or Postgres.
+	Dialect Dialect
 }
 
 // StoppedError is the error of a run that stopped at a failing event,
@@ -98,7 +101,10 @@ func (e *StoppedError) Unwrap() []error { return []error{ErrProjectionStopped, e
 // Runner at a time; the other gets ErrLocked. Lease expiry compares the
 // wall clocks of the processes sharing the database, which should agree to
 // well within LeaseTTL. Exactly-once application does not rest on the lease:
-// every batch re-reads the checkpoint under the database's write lock.
+// every batch re-reads the checkpoint under the database's write lock
+// (SQLite), or after renewing the lease, whose row stays locked until the
+// batch commits (PostgreSQL, where batches of different projections run
+// at once).
 type Runner struct {
 	db       *sql.DB
 	store    eventlog.Store
@@ -107,6 +113,7 @@ type Runner struct {
 	owner    string
 	log      *slog.Logger
 	poll     time.Duration
+	dialect  Dialect
 	names    []string
 	entries  map[string]*entry
 	// writing holds a token while a write transaction of this Runner is
@@ -218,7 +225,7 @@ func (e *entry) signal() {
 	e.mu.Unlock()
 }
 
-const schema = `
+const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
     name     TEXT    PRIMARY KEY,
     position INTEGER NOT NULL
@@ -243,12 +250,17 @@ CREATE TABLE IF NOT EXISTS projection_leases (
 // NewRunner returns a Runner applying store's feed to projectors, whose
 // read models, checkpoints, dead letters and leases live in db.
 //
-// db is an SQLite database opened by the caller, for modernc.org/sqlite
-// with a DSN that makes BeginTx issue BEGIN IMMEDIATE (_txlock=immediate,
-// as eventlog/sqlite's Options.DSN(path, "immediate") builds) and a busy
-// timeout: every write transaction of the Runner then takes SQLite's write
-// lock when it begins and waits for it, instead of failing with SQLITE_BUSY
-// when it first writes. The Runner never closes db or store.
+// With opts.Dialect SQLite (the default), db is an SQLite database opened
+// by the caller, for modernc.org/sqlite with a DSN that makes BeginTx issue
+// BEGIN IMMEDIATE (_txlock=immediate, as eventlog/sqlite's
+// Options.DSN(path, "immediate") builds) and a busy timeout: every write
+// transaction of the Runner then takes SQLite's write lock when it begins
+// and waits for it, instead of failing with SQLITE_BUSY when it first
+// writes. With Postgres, db is a PostgreSQL database opened through pgx's
+// database/sql driver (eventlog/postgres.OpenDB), at the default isolation
+// (read committed); the tables are created under a transaction-scoped
+// advisory lock, so processes may start at once. The Runner never closes
+// db or store.
 //
 // NewRunner checks the options and the projector names (1 to
 // MaxNameLength of [a-z0-9_-], unique) and the event types of projectors
@@ -278,6 +290,9 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 	case opts.PollInterval < 0:
 		return nil, fmt.Errorf("projection: poll interval %v is negative", opts.PollInterval)
 	}
+	if opts.Dialect != SQLite && opts.Dialect != Postgres {
+		return nil, fmt.Errorf("projection: unknown dialect %v", opts.Dialect)
+	}
 	if opts.Owner == "" {
 		opts.Owner = uuid.NewString()
 	}
@@ -286,7 +301,7 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 	}
 	r := &Runner{
 		db: db, store: store, batch: opts.BatchSize, leaseTTL: opts.LeaseTTL,
-		owner: opts.Owner, log: opts.Logger, poll: opts.PollInterval, writing: make(chan struct{}, 1), entries: make(map[string]*entry, len(projectors)),
+		owner: opts.Owner, log: opts.Logger, poll: opts.PollInterval, dialect: opts.Dialect, writing: make(chan struct{}, 1), entries: make(map[string]*entry, len(projectors)),
 	}
 	for i, p := range projectors {
 		if p == nil {
@@ -319,9 +334,17 @@ func (r *Runner) setup(ctx context.Context, projectors []Projector) error {
 		return fmt.Errorf("projection: setup: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("projection: create tables: %w", err)
+	if r.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, setupLockKey); err != nil {
+			return fmt.Errorf("projection: setup lock: %w", err)
+		}
 	}
+	for _, q := range schemaStatements(r.dialect) {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("projection: create tables: %w", err)
+		}
+	}
+	ctx = withDialect(ctx, r.dialect)
 	for _, p := range projectors {
 		if err := p.Setup(ctx, tx); err != nil {
 			return fmt.Errorf("projection %q: setup: %w", p.Name(), err)
@@ -386,7 +409,7 @@ type queryRower interface {
 
 func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Position, error) {
 	var pos int64
-	err := q.QueryRowContext(ctx, `SELECT position FROM projection_checkpoints WHERE name = ?`, name).Scan(&pos)
+	err := q.QueryRowContext(ctx, `SELECT position FROM projection_checkpoints WHERE name = $1`, name).Scan(&pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -646,7 +669,7 @@ func (r *Runner) acquire(ctx context.Context, name string) error {
 func (r *Runner) checkLease(ctx context.Context, q queryRower, name string) error {
 	var owner string
 	var expires int64
-	err := q.QueryRowContext(ctx, `SELECT owner, expires_at FROM projection_leases WHERE name = ?`, name).Scan(&owner, &expires)
+	err := q.QueryRowContext(ctx, `SELECT owner, expires_at FROM projection_leases WHERE name = $1`, name).Scan(&owner, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil
@@ -664,11 +687,22 @@ func (r *Runner) takeLease(ctx context.Context, tx *sql.Tx, name string) error {
 	if err := r.checkLease(ctx, tx, name); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO projection_leases (name, owner, expires_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at`,
-		name, r.owner, time.Now().Add(r.leaseTTL).UnixMilli())
+	// The condition repeats checkLease's under the row's lock: in
+	// PostgreSQL another runner may have renewed the lease since the read.
+	now := time.Now()
+	res, err := tx.ExecContext(ctx, `INSERT INTO projection_leases (name, owner, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+		WHERE projection_leases.owner = excluded.owner OR projection_leases.expires_at <= $4`,
+		name, r.owner, now.Add(r.leaseTTL).UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("projection %q: take lease: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("projection %q: take lease: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("projection %q: %w: the lease was taken by another runner", name, ErrLocked)
 	}
 	return nil
 }
@@ -676,7 +710,7 @@ func (r *Runner) takeLease(ctx context.Context, tx *sql.Tx, name string) error {
 // renewLease extends this Runner's lease inside a batch's transaction; it
 // fails with ErrLocked when the lease is no longer this Runner's.
 func (r *Runner) renewLease(ctx context.Context, tx *sql.Tx, name string) error {
-	res, err := tx.ExecContext(ctx, `UPDATE projection_leases SET expires_at = ? WHERE name = ? AND owner = ?`,
+	res, err := tx.ExecContext(ctx, `UPDATE projection_leases SET expires_at = $1 WHERE name = $2 AND owner = $3`,
 		time.Now().Add(r.leaseTTL).UnixMilli(), name, r.owner)
 	if err != nil {
 		return fmt.Errorf("projection %q: renew lease: %w", name, err)
@@ -703,7 +737,7 @@ func (r *Runner) release(ctx context.Context, name string) {
 			return err
 		}
 		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = ? AND owner = ?`, name, r.owner); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = $1 AND owner = $2`, name, r.owner); err != nil {
 			return err
 		}
 		return tx.Commit()
@@ -802,7 +836,7 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 		}
 	}
 	if next > cp {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES (?, ?)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
 			ON CONFLICT (name) DO UPDATE SET position = excluded.position`, name, int64(next)); err != nil {
 			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
 		}
@@ -830,7 +864,7 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 
 // dropLease gives this Runner's lease back inside a batch's transaction.
 func (r *Runner) dropLease(ctx context.Context, tx *sql.Tx, name string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = ? AND owner = ?`, name, r.owner); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = $1 AND owner = $2`, name, r.owner); err != nil {
 		return fmt.Errorf("projection %q: give the lease back: %w", name, err)
 	}
 	return nil
@@ -846,7 +880,7 @@ func (r *Runner) apply(ctx context.Context, tx *sql.Tx, e *entry, policy Failure
 	}
 	wait := policy.Backoff
 	for tries = 1; ; tries++ {
-		applyErr, err = applyInSavepoint(ctx, tx, e.p, rec)
+		applyErr, err = applyInSavepoint(withDialect(ctx, r.dialect), tx, e.p, rec)
 		if err != nil {
 			return tries, applyErr, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, err)
 		}
@@ -888,7 +922,7 @@ func (r *Runner) deadLetter(ctx context.Context, tx *sql.Tx, name string, rec ev
 	r.log.WarnContext(ctx, "projection event skipped", "projection", name, "position", rec.Position,
 		"type", rec.Type, "stream", rec.Stream.String(), "error", applyErr.Error())
 	_, err := tx.ExecContext(ctx, `INSERT INTO projection_dead_letters
-		(projection, position, stream, version, type, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		(projection, position, stream, version, type, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		name, int64(rec.Position), rec.Stream.String(), int64(rec.Version), rec.Type, applyErr.Error(),
 		time.Now().UnixMicro())
 	if err != nil {
@@ -993,11 +1027,14 @@ func (r *Runner) DeadLetters(ctx context.Context, name string, limit int) ([]Dea
 	if _, err := r.entry(name); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		limit = -1 // SQLite: no limit
+	q := `SELECT position, stream, version, type, error, at
+		FROM projection_dead_letters WHERE projection = $1 ORDER BY position`
+	args := []any{name}
+	if limit > 0 {
+		q += ` LIMIT $2`
+		args = append(args, limit)
 	}
-	rows, err := r.db.QueryContext(ctx, `SELECT position, stream, version, type, error, at
-		FROM projection_dead_letters WHERE projection = ? ORDER BY position LIMIT ?`, name, limit)
+	rows, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("projection %q: dead letters: %w", name, err)
 	}
@@ -1045,13 +1082,13 @@ func (r *Runner) Rebuild(ctx context.Context, name string) error {
 	if err := r.takeLease(ctx, tx.Tx, name); err != nil {
 		return err
 	}
-	if err := e.p.Reset(ctx, tx.Tx); err != nil {
+	if err := e.p.Reset(withDialect(ctx, r.dialect), tx.Tx); err != nil {
 		return fmt.Errorf("projection %q: reset: %w", name, err)
 	}
 	for _, q := range []string{
-		`DELETE FROM projection_checkpoints WHERE name = ?`,
-		`DELETE FROM projection_dead_letters WHERE projection = ?`,
-		`DELETE FROM projection_leases WHERE name = ?`,
+		`DELETE FROM projection_checkpoints WHERE name = $1`,
+		`DELETE FROM projection_dead_letters WHERE projection = $1`,
+		`DELETE FROM projection_leases WHERE name = $1`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, name); err != nil {
 			return fmt.Errorf("projection %q: rebuild: %w", name, err)

@@ -29,19 +29,27 @@ func connect(ctx context.Context, cfg *pgxpool.Config, budget time.Duration, log
 	if err != nil {
 		return nil, err
 	}
+	if err := retryConnect(ctx, budget, log, pool.Ping); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// retryConnect calls ping until it succeeds, retrying as connect says.
+func retryConnect(ctx context.Context, budget time.Duration, log *slog.Logger, ping func(context.Context) error) error {
 	deadline := time.Now().Add(budget)
 	backoff := connectBackoffMin
 	for attempt := 1; ; attempt++ {
-		err := pool.Ping(ctx)
+		err := ping(ctx)
 		if err == nil {
-			return pool, nil
+			return nil
 		}
 		if !connectRetryable(err) || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
-			pool.Close()
 			if cerr := ctx.Err(); cerr != nil {
-				return nil, fmt.Errorf("%w (last attempt: %w)", cerr, err)
+				return fmt.Errorf("%w (last attempt: %w)", cerr, err)
 			}
-			return nil, fmt.Errorf("after %d attempts: %w", attempt, err)
+			return fmt.Errorf("after %d attempts: %w", attempt, err)
 		}
 		log.Warn("postgres: connect failed, retrying", "attempt", attempt, "backoff", backoff, "err", err)
 		sleep := backoff/2 + rand.N(backoff/2+1)
