@@ -452,8 +452,12 @@ func (x *execution[S, E]) recall(ctx context.Context, a *attempt[S], s eventlog.
 	if cached <= after {
 		return recalledStream[E]{key: key, log: log, upTo: cached}, nil
 	}
+	// A version probed earlier in the attempt may be older than events
+	// another command has added since: then the stream is probed again. A
+	// version probed after the events were taken is never below them,
+	// unless they are not from this log.
 	current, probed := a.probedVersion(s)
-	if !probed {
+	if !probed || current < cached {
 		versions, err := x.store.StreamVersions(ctx, []eventlog.StreamID{s})
 		if err != nil {
 			return recalledStream[E]{}, fmt.Errorf("executor: probe stream versions: %w", err)
@@ -463,24 +467,18 @@ func (x *execution[S, E]) recall(ctx context.Context, a *attempt[S], s eventlog.
 		}
 		current = versions[0]
 	}
-	upTo := cached
 	if current < cached {
-		if !probed {
-			c.Delete(key) // ahead of the store: not from this log
-			c.RecordInvalidation()
-			return recalledStream[E]{key: key}, nil
-		}
-		// The events grew since this attempt probed the stream: fold what
-		// the probe saw, so that the append expects that version.
-		upTo = max(current, after)
+		c.Delete(key) // ahead of the store: not from this log
+		c.RecordInvalidation()
+		return recalledStream[E]{key: key}, nil
 	}
-	for _, ev := range events[after:upTo] {
+	for _, ev := range events[after:cached] {
 		x.cmd.Apply(&a.state, ev)
 		a.recalled++
 		x.folded++
 	}
-	a.versions[s] = upTo
-	return recalledStream[E]{key: key, log: log, upTo: upTo, current: current == upTo}, nil
+	a.versions[s] = cached
+	return recalledStream[E]{key: key, log: log, upTo: cached, current: current == cached}, nil
 }
 
 // collect is where the events read after version after go: into the
