@@ -159,7 +159,9 @@ func (a *App) openLog(ctx context.Context) error {
 		}
 		a.logWriter = w
 	}
-	s, err := sqlite.Open(ctx, cfg.DB, cfg.StoreOptions())
+	opts := cfg.StoreOptions()
+	opts.Logger = a.Logger
+	s, err := sqlite.Open(ctx, cfg.DB, opts)
 	if err != nil {
 		return fail(err)
 	}

@@ -162,7 +162,8 @@ func (x *Execute) HandleDirect(ctx context.Context, req CommandRequest) (int, []
 		e := tooLarge()
 		return e.Status, errorJSON(e), ""
 	}
-	return x.run(ctx, req.Command, req.Input, req.IdempotencyKey, req.CorrelationID, req.CausationID)
+	status, body, correlation, _ := x.run(ctx, req.Command, req.Input, req.IdempotencyKey, req.CorrelationID, req.CausationID)
+	return status, body, correlation
 }
 
 // HandleHTTP answers one HTTP API event with ServeHTTP.
@@ -230,8 +231,9 @@ func (x *Execute) serveCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, InvalidRequest("body is not valid base64"))
 		return
 	}
-	status, out, correlation := x.run(r.Context(), name, rb.body,
+	status, out, correlation, e := x.run(r.Context(), name, rb.body,
 		headerValue(r, "Idempotency-Key"), headerValue(r, "X-Correlation-Id"), headerValue(r, "X-Causation-Id"))
+	setRetryAfter(w, e)
 	if correlation != "" {
 		w.Header().Set("X-Correlation-Id", correlation)
 	}
@@ -270,13 +272,13 @@ func eventError(e *Error) events.APIGatewayV2HTTPResponse {
 }
 
 // run executes one command and returns the status, body and correlation
-// id.
-func (x *Execute) run(ctx context.Context, name string, body []byte, key, correlation, causation string) (int, []byte, string) {
-	fail := func(e *Error) (int, []byte, string) {
+// id, and the error answered, if any.
+func (x *Execute) run(ctx context.Context, name string, body []byte, key, correlation, causation string) (int, []byte, string, *Error) {
+	fail := func(e *Error) (int, []byte, string, *Error) {
 		if !validHeader(correlation) {
-			return e.Status, errorJSON(e), "" // never echo a header that was refused
+			return e.Status, errorJSON(e), "", e // never echo a header that was refused
 		}
-		return e.Status, errorJSON(e), correlation
+		return e.Status, errorJSON(e), correlation, e
 	}
 	runner, ok := x.reg.commands[name]
 	if !ok {
@@ -333,7 +335,7 @@ func (x *Execute) run(ctx context.Context, name string, body []byte, key, correl
 		x.AfterCommand(res.Events[n-1].Position)
 	}
 	out, _ := json.Marshal(resp)
-	return http.StatusOK, out, correlation
+	return http.StatusOK, out, correlation, nil
 }
 
 func (x *Execute) observe(name, outcome string, start time.Time, res executor.Result) {
@@ -357,6 +359,32 @@ func outcomeOf(status int) string {
 func unknownOutcome() *Error {
 	return Errorf(http.StatusServiceUnavailable, "replica_unavailable",
 		"the command's events could not be made durable in the replica, so its outcome is unknown; retry it with the same Idempotency-Key")
+}
+
+// Retry-After of the storage errors: a full disk is not freed at once; a
+// reopen after an I/O error takes milliseconds.
+const (
+	StorageFullRetryAfter        = 10 * time.Second
+	StorageUnavailableRetryAfter = time.Second
+)
+
+// storageFull answers a command refused because the event log's disk is
+// full: nothing was recorded.
+func storageFull() *Error {
+	e := Errorf(http.StatusInsufficientStorage, "storage_full",
+		"the event log's storage is full; nothing was recorded; retry later")
+	e.RetryAfter = StorageFullRetryAfter
+	return e
+}
+
+// storageUnavailable answers a command whose commit met an I/O error, or
+// that arrived while the store reopened its database after one: its
+// outcome is unknown.
+func storageUnavailable() *Error {
+	e := Errorf(http.StatusServiceUnavailable, "storage_unavailable",
+		"the event log's storage failed and is being reopened, so the command's outcome is unknown; retry it with the same Idempotency-Key")
+	e.RetryAfter = StorageUnavailableRetryAfter
+	return e
 }
 
 func tooLarge() *Error {
@@ -397,6 +425,11 @@ func (x *Execute) classify(ctx context.Context, name string, err error) *Error {
 	case errors.Is(err, eventlog.ErrUnavailable):
 		x.log.WarnContext(ctx, "command not acknowledged", "command", name, "request_id", requestID(ctx), "error", err.Error())
 		return unknownOutcome()
+	case errors.Is(err, eventlog.ErrStorageFull):
+		// The store logs the episode once; every refusal is counted.
+		return storageFull()
+	case errors.Is(err, eventlog.ErrStorageUnavailable):
+		return storageUnavailable()
 	case errors.Is(err, eventlog.ErrNotWriter):
 		x.log.WarnContext(ctx, "command refused: not the writer", "command", name, "request_id", requestID(ctx), "error", err.Error())
 		return Errorf(http.StatusServiceUnavailable, "writer_unavailable",

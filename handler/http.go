@@ -6,6 +6,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // errorBody is the JSON of every error answer.
@@ -30,7 +31,17 @@ func writeBody(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-func writeError(w http.ResponseWriter, e *Error) { writeBody(w, e.Status, errorJSON(e)) }
+func writeError(w http.ResponseWriter, e *Error) {
+	setRetryAfter(w, e)
+	writeBody(w, e.Status, errorJSON(e))
+}
+
+// setRetryAfter sets the Retry-After header of e, if it has one.
+func setRetryAfter(w http.ResponseWriter, e *Error) {
+	if e != nil && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+}
 
 func internalError() *Error {
 	return Errorf(http.StatusInternalServerError, "internal", "internal error")

@@ -207,7 +207,7 @@ func (p *Project) serveQuery(q queryRoute) http.HandlerFunc {
 
 // readYourWrites waits until the projection reaches ?min_position, within
 // the request's deadline less a margin (503 projection_behind when it does
-// not), and returns its checkpoint.
+// not, or when catching it up fails), and returns its checkpoint.
 func (p *Project) readYourWrites(ctx context.Context, name string, query map[string][]string) (eventlog.Position, *Error) {
 	raw, ok := query["min_position"]
 	if !ok {
@@ -236,10 +236,18 @@ func (p *Project) readYourWrites(ctx context.Context, name string, query map[str
 	rep, err := p.runner.WaitFor(ctx, name, want)
 	p.observeApplied(rep)
 	if err != nil {
+		behind := Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
 		if ctx.Err() != nil {
-			return 0, Errorf(http.StatusServiceUnavailable, "projection_behind", "projection %q has not reached position %d", name, want)
+			return 0, behind
 		}
-		return 0, p.queryError(ctx, name, err)
+		if errors.Is(err, projection.ErrUnknownProjection) || errors.Is(err, eventlog.ErrInvalid) {
+			return 0, p.queryError(ctx, name, err)
+		}
+		// The catch-up failed (its database is full, say): the projection
+		// stays behind, and reads without min_position go on answering.
+		p.log.WarnContext(ctx, "read not answered: the projection could not catch up", "projection", name, "request_id", requestID(ctx), "error", err.Error())
+		behind.RetryAfter = time.Second
+		return 0, behind
 	}
 	return rep.Checkpoint, nil
 }

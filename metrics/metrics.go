@@ -59,6 +59,7 @@ type Metrics struct {
 	conflicts      prometheus.Counter
 	retries        prometheus.Counter
 	pushFailures   prometheus.Counter
+	storageErrors  *prometheus.CounterVec
 	admissionWait  prometheus.Histogram
 	applied        *prometheus.CounterVec
 
@@ -146,6 +147,11 @@ func New(src Sources) *Metrics {
 	m.pushFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "eventcore_metrics_push_failures_total", Help: "Pushes to the Pushgateway that failed (they reach it with the next push that succeeds).",
 	})
+	m.storageErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eventcore_storage_errors_total",
+		Help: "Appends the event log's storage failed, by kind: full (no space left; nothing written) or io (an I/O error; outcome unknown).",
+	}, []string{"kind"})
+	m.Registry.MustRegister(m.storageErrors)
 	m.Registry.MustRegister(m.commands, m.commandSeconds, m.attempts, m.eventsWritten, m.storeSeconds,
 		m.conflicts, m.retries, m.applied, m.pushFailures, m.admissionWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -9,7 +9,15 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
-// Store wraps an eventlog.Store and times its operations. It keeps the
+// Kinds of storage errors, the values of the kind label of
+// eventcore_storage_errors_total.
+const (
+	StorageFull = "full" // eventlog.ErrStorageFull
+	StorageIO   = "io"   // eventlog.ErrStorageUnavailable
+)
+
+// Store wraps an eventlog.Store and times its operations, and counts the
+// appends refused by a version conflict or failed by the storage. It keeps the
 // wrapped store's SnapshotStore capability when it has one.
 type Store struct {
 	eventlog.Store
@@ -29,8 +37,13 @@ func InstrumentStore(store eventlog.Store, m *Metrics) eventlog.Store {
 func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
 	defer s.m.observeStore(OpAppend, time.Now())
 	res, err := s.Store.Append(ctx, req)
-	if errors.Is(err, eventlog.ErrConflict) {
+	switch {
+	case errors.Is(err, eventlog.ErrConflict):
 		s.m.conflicts.Inc()
+	case errors.Is(err, eventlog.ErrStorageFull):
+		s.m.storageErrors.WithLabelValues(StorageFull).Inc()
+	case errors.Is(err, eventlog.ErrStorageUnavailable):
+		s.m.storageErrors.WithLabelValues(StorageIO).Inc()
 	}
 	if err == nil {
 		for _, e := range req.Expected {
