@@ -32,7 +32,7 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, *addr, os.Getenv, func(url string) {
-		fmt.Printf("eventcore local runner on %s\n", url)
+		fmt.Printf("eventcore local runner on %s (dashboard: %s/)\n", url, url)
 		fmt.Printf("try:\n  curl -s -X POST %s/commands/open-account -d '{\"account\":\"alice\",\"owner\":\"Alice\"}'\n", url)
 	})
 	stop()
@@ -71,6 +71,7 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 		srv.projectLoop(ctx, cfg.ProjectionInterval)
 	}()
 	go a.Background(ctx)
+	go srv.dash.Run(ctx)
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	ready("http://" + ln.Addr().String())

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eventcore-go/eventcore/app"
+	"github.com/eventcore-go/eventcore/dashboard"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/handler"
 )
@@ -20,18 +21,21 @@ import (
 // answers 503 projection_behind instead of waiting forever.
 var requestTimeout = 30 * time.Second
 
-// server serves the execute and project handlers, /healthz and /metrics;
-// every request of the handlers is a unit of work of the App.
+// server serves the execute and project handlers, /healthz, /metrics and
+// the live dashboard (GET / and /dashboard/...); every request of the
+// handlers is a unit of work of the App.
 type server struct {
 	app     *app.App
 	wake    chan struct{}
 	metrics http.Handler
+	dash    *dashboard.Dashboard // sampled by its Run, started with the server
 }
 
 func newServer(a *app.App) *server {
 	s := &server{
 		app: a, wake: make(chan struct{}, 1),
 		metrics: promhttp.HandlerFor(a.Metrics.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
+		dash:    dashboard.New(a.Metrics.Gatherer(), a.Metrics.RecentLatency, dashboard.Options{Logger: a.Logger}),
 	}
 	a.Execute.AfterCommand = func(eventlog.Position) {
 		select {
@@ -50,6 +54,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/metrics":
 		s.metrics.ServeHTTP(w, r)
+		return
+	}
+	if dashboard.Handles(r.URL.Path) {
+		s.dash.ServeHTTP(w, r)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)

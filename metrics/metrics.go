@@ -68,6 +68,8 @@ type Metrics struct {
 	src     Sources
 
 	projecting atomic.Bool // ObserveApplied was called
+
+	recent *Window // the latest command latencies, for exact quantiles
 }
 
 // Sources are what the collectors read at scrape (or push) time; any may be
@@ -111,7 +113,8 @@ func Prefixed(g prometheus.Gatherer, prefix string) prometheus.Gatherer {
 // New returns the collectors registered on a new registry, with the Go
 // runtime's and the process's collectors beside them.
 func New(src Sources) *Metrics {
-	m := &Metrics{Registry: prometheus.NewRegistry(), streams: map[eventlog.StreamID]struct{}{}, src: src}
+	m := &Metrics{Registry: prometheus.NewRegistry(), streams: map[eventlog.StreamID]struct{}{}, src: src,
+		recent: NewWindow(DefaultWindow, DefaultWindowSamples)}
 	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eventcore_commands_total", Help: "Commands executed, by command and outcome (ok, rejected, conflict, error).",
 	}, []string{"command", "outcome"})
@@ -171,11 +174,17 @@ func (m *Metrics) Watch(src Sources) {
 func (m *Metrics) ObserveCommand(command, outcome string, took time.Duration, attempts, events int) {
 	m.commands.WithLabelValues(command, outcome).Inc()
 	m.commandSeconds.WithLabelValues(command).Observe(took.Seconds())
+	m.recent.Observe(time.Now(), took)
 	if attempts > 0 {
 		m.attempts.WithLabelValues(command).Observe(float64(attempts))
 	}
 	m.eventsWritten.Add(float64(events))
 }
+
+// RecentLatency returns exact quantiles of the command latencies of the
+// last DefaultWindow (at most DefaultWindowSamples of them): what a
+// dashboard shows, finer than the histogram's buckets.
+func (m *Metrics) RecentLatency(now time.Time) Quantiles { return m.recent.Quantiles(now) }
 
 // ObserveRetry counts a retry after a version conflict.
 func (m *Metrics) ObserveRetry() { m.retries.Inc() }
