@@ -148,8 +148,3 @@ func (o CacheOutcome) String() string {
 	}
 	return ""
 }
-
-// warm reports whether the state started from a cached or snapshot state.
-func (o CacheOutcome) warm() bool {
-	return o == CacheHit || o == CachePartial || o == CacheSnapshot
-}
