@@ -58,6 +58,9 @@ func NewAdmission() *Admission {
 // called exactly once. Errors: ctx's, when it ends while waiting (then
 // nothing is held).
 func (a *Admission) Admit(ctx context.Context, streams []eventlog.StreamID) (release func(), err error) {
+	if skipAdmission {
+		return func() {}, nil
+	}
 	ordered := slices.Clone(streams)
 	slices.SortFunc(ordered, func(x, y eventlog.StreamID) int { return strings.Compare(x.String(), y.String()) })
 	ordered = slices.Compact(ordered)

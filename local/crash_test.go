@@ -23,14 +23,17 @@ import (
 )
 
 // buildRunner builds the local runner into a temporary directory.
-func buildRunner(t *testing.T) string {
+func buildRunner(t *testing.T) string { return buildRunnerWith(t, "") }
+
+// buildRunnerWith builds the local runner with build tags.
+func buildRunnerWith(t *testing.T, tags string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build the runner: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "local")
-	cmd := exec.Command(goTool, "build", "-o", bin, ".")
+	cmd := exec.Command(goTool, "build", "-tags", tags, "-o", bin, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -65,7 +68,8 @@ func launch(t *testing.T, bin string, env []string) *process {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if rest, ok := strings.CutPrefix(sc.Text(), "eventcore local runner on "); ok {
-				urls <- strings.TrimSpace(rest)
+				// "URL (dashboard: URL/)"
+				urls <- strings.Fields(rest)[0]
 			}
 		}
 		_, _ = io.Copy(io.Discard, stdout)

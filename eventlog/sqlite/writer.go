@@ -481,7 +481,7 @@ func (w *writer) apply(ctx context.Context, c *appendCall, now time.Time) (event
 		}
 		next[e.Stream.String()] = eventlog.Version(v)
 	}
-	if len(conflicts) > 0 {
+	if len(conflicts) > 0 && !skipVersionCheck {
 		return eventlog.AppendResult{}, &eventlog.ConflictError{Conflicts: conflicts}
 	}
 	recordedAt := now.UnixMicro()
