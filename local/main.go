@@ -32,7 +32,8 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, *addr, os.Getenv, func(url string) {
-		fmt.Printf("eventcore local runner on %s (dashboard: %s/)\n", url, url)
+		fmt.Printf("eventcore local runner on %s\n", url)
+		fmt.Printf("dashboard: %s/\n", url)
 		fmt.Printf("try:\n  curl -s -X POST %s/commands/open-account -d '{\"account\":\"alice\",\"owner\":\"Alice\"}'\n", url)
 	})
 	stop()

@@ -13,6 +13,15 @@ type options struct {
 	load.Config
 	// JSON prints the summary as JSON instead of text.
 	JSON bool
+	// SigV4 signs every request for Service in Region (empty: the
+	// configured region) with the default AWS credentials.
+	SigV4           bool
+	Region, Service string
+	// Histogram is a .png file to write the latency histogram to.
+	Histogram string
+	// progress, when set, shows a progress bar there (main sets it to
+	// stderr when stderr is a terminal).
+	progress io.Writer
 }
 
 // parseFlags reads args. Errors are one line naming the flag; -h writes
@@ -35,6 +44,10 @@ func parseFlags(args []string, usage io.Writer) (options, error) {
 	fs.BoolVar(&o.IdempotencyKeys, "idempotency-keys", false, "send a unique Idempotency-Key with every command")
 	fs.BoolVar(&o.Verify, "verify", false, "after the load, read the accounts back and check that the balances add up")
 	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
+	fs.BoolVar(&o.SigV4, "sigv4", false, "sign requests with AWS Signature Version 4 (an HTTP API with IAM authorization), with the default AWS credentials")
+	fs.StringVar(&o.Region, "region", "", "AWS region of the API, for -sigv4 (default: AWS_REGION or the profile's)")
+	fs.StringVar(&o.Service, "service", DefaultSigningService, "service name signed for, with -sigv4")
+	fs.StringVar(&o.Histogram, "histogram", "", "write the latency histogram to this .png file")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp { //nolint:errorlint // flag returns it as is
 			fs.SetOutput(usage)
@@ -60,6 +73,19 @@ func parseFlags(args []string, usage io.Writer) (options, error) {
 		return options{}, fmt.Errorf("-n: %d: want at least 1", o.Count)
 	case given["duration"] && o.Duration <= 0:
 		return options{}, fmt.Errorf("-duration: %v: want a positive duration", o.Duration)
+	}
+	switch {
+	case given["region"] && !o.SigV4:
+		return options{}, fmt.Errorf("-region: only with -sigv4")
+	case given["service"] && !o.SigV4:
+		return options{}, fmt.Errorf("-service: only with -sigv4")
+	case o.SigV4 && o.Service == "":
+		return options{}, fmt.Errorf("-service: empty")
+	}
+	if given["histogram"] {
+		if err := checkHistogramPath(o.Histogram); err != nil {
+			return options{}, err
+		}
 	}
 	if err := o.Validate(); err != nil {
 		return options{}, err

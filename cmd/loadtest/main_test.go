@@ -77,6 +77,11 @@ func TestParseFlags(t *testing.T) {
 		{"-clients x -n 1", `invalid value "x" for flag -clients`},
 		{"-n 10 -nope", "flag provided but not defined: -nope"},
 		{"-n 10 extra", `unexpected argument "extra"`},
+		{"-n 10 -region eu-west-1", "-region: only with -sigv4"},
+		{"-n 10 -service s3", "-service: only with -sigv4"},
+		{"-n 10 -sigv4 -service=", "-service: empty"},
+		{"-n 10 -histogram latency.svg", `-histogram: "latency.svg": want a file name ending in .png`},
+		{"-n 10 -histogram", "flag needs an argument: -histogram"},
 	} {
 		_, err := parseFlags(strings.Fields(tc.args), io.Discard)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.err) || strings.ContainsAny(err.Error(), "\n\r") {

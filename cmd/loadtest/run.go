@@ -14,9 +14,28 @@ import (
 // -verify finds that the balances do not add up; an interrupted load is
 // summarized and not an error.
 func run(ctx context.Context, o options, stdout io.Writer) error {
+	if o.SigV4 {
+		client := load.NewClient(o.Clients)
+		t, err := newSigningTransport(ctx, client.Transport, o.Region, o.Service)
+		if err != nil {
+			return err
+		}
+		client.Transport = t
+		o.Client = client
+	}
+	if o.progress != nil {
+		bar := newProgress(o.progress, o.Config)
+		o.Progress = bar
+		defer bar.finish()
+	}
 	s, err := load.Run(ctx, o.Config)
 	if err != nil && s.Requests == 0 {
 		return err
+	}
+	if o.Histogram != "" && s.Answered() > 0 {
+		if herr := writeHistogram(o.Histogram, s); herr != nil {
+			return herr
+		}
 	}
 	if o.JSON {
 		b, jerr := json.MarshalIndent(s, "", "  ")

@@ -190,6 +190,16 @@ type Config struct {
 	// Client sends the requests. Nil: a client with a Transport tuned to
 	// keep Clients connections open (see NewClient).
 	Client *http.Client
+	// Progress, when set, is told as each command of the load ends.
+	Progress Progress
+}
+
+// Progress follows a load as it runs (a progress bar).
+type Progress interface {
+	// Ended is called after each command of the load ends (answered,
+	// failed in transport or abandoned), from the clients' goroutines at
+	// once: it must be safe for concurrent use, and quick.
+	Ended()
 }
 
 // Defaults of the flags, and the values Default returns.

@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	slices.Sort(latencies)
 	sum.Latency = latencyOf(latencies)
+	sum.Latencies = latencies
 	sum.Position = max(sum.Position, d.setupPosition.Load())
 
 	if cfg.Verify && !sum.Interrupted {
@@ -337,6 +338,9 @@ func (d *driver) one(ctx context.Context, c *client, rng *mrand.Rand, k, seq int
 		header = http.Header{"Idempotency-Key": {d.cfg.Prefix + "-" + strconv.Itoa(k) + "-" + strconv.Itoa(seq)}}
 	}
 	a := d.do(ctx, http.MethodPost, "/commands/"+cmd.String(), body, header)
+	if d.cfg.Progress != nil {
+		defer d.cfg.Progress.Ended()
+	}
 	if a.err != nil && ctx.Err() != nil {
 		c.abandoned++ // interrupted: neither an answer nor a transport failure
 		if cmd == Deposit || cmd == Withdraw {
@@ -367,6 +371,9 @@ func (d *driver) one(ctx context.Context, c *client, rng *mrand.Rand, k, seq int
 		}
 	default:
 		counts.Codes[a.code]++
+		if a.status == http.StatusTooManyRequests {
+			counts.Throttled++
+		}
 		if a.status >= 500 && (cmd == Deposit || cmd == Withdraw) {
 			c.unknown++
 		}

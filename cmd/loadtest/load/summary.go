@@ -25,6 +25,10 @@ type Counts struct {
 	// timed out); TransportKinds counts them by kind (TransportKind).
 	TransportErrors int            `json:"transport_errors"`
 	TransportKinds  map[string]int `json:"transport_kinds,omitempty"`
+	// Throttled counts the answers 429 Too Many Requests (API Gateway's
+	// or Lambda's throttling), apart from the other error answers; they
+	// are in Statuses too.
+	Throttled int `json:"throttled"`
 }
 
 // NoCode stands for the code of an error answer whose body is not
@@ -38,6 +42,7 @@ func newCounts() Counts {
 func (c *Counts) add(o Counts) {
 	c.Requests += o.Requests
 	c.TransportErrors += o.TransportErrors
+	c.Throttled += o.Throttled
 	for k, v := range o.Statuses {
 		c.Statuses[k] += v
 	}
@@ -142,6 +147,9 @@ type Summary struct {
 	Abandoned int
 	// Latency over every answered request, whatever its status.
 	Latency Latency
+	// Latencies are those of every answered request, sorted (for a
+	// histogram); not in the JSON form.
+	Latencies []time.Duration
 	// Position is the highest event position any answer reported: read
 	// with ?min_position=Position to see every effect of the run.
 	Position uint64
@@ -241,6 +249,9 @@ func (s Summary) WriteText(w io.Writer) error {
 		fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Min), fmtDur(l.Mean), fmtDur(l.Max))
 	fmt.Fprintf(&b, "statuses:  %s\n", orNone(joinCounts(s.Statuses)))
 	fmt.Fprintf(&b, "codes:     %s\n", orNone(joinCounts(s.Codes)))
+	if s.Throttled > 0 {
+		fmt.Fprintf(&b, "throttled: %d answered 429 (%.1f%% of the answers)\n", s.Throttled, 100*float64(s.Throttled)/float64(max(1, s.Answered())))
+	}
 	fmt.Fprintf(&b, "transport: %d errors", s.TransportErrors)
 	if s.TransportErrors > 0 {
 		fmt.Fprintf(&b, " (%s)", joinCounts(s.TransportKinds))
