@@ -40,6 +40,7 @@ type Config struct {
 	ProjectionBatch    int           // EVENTCORE_PROJECTION_BATCH
 	ProjectionInterval time.Duration // EVENTCORE_PROJECTION_INTERVAL
 	SnapshotThreshold  int           // EVENTCORE_SNAPSHOT_THRESHOLD
+	MaxInFlight        int           // EVENTCORE_MAX_IN_FLIGHT: requests the local runner serves at once
 	OnLambda           bool          // AWS_LAMBDA_FUNCTION_NAME is set
 	FunctionName       string        // AWS_LAMBDA_FUNCTION_NAME, set by the Lambda runtime
 	LogStream          string        // AWS_LAMBDA_LOG_STREAM_NAME: names this instance
@@ -48,6 +49,10 @@ type Config struct {
 	// at once (0 where it is not set: one at a time).
 	MaxConcurrency int
 }
+
+// DefaultMaxInFlight is how many requests the local runner serves at once
+// by default; more answer 503 overloaded.
+const DefaultMaxInFlight = 512
 
 // Local defaults of the database paths.
 var (
@@ -161,6 +166,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.ProjectionInterval, err = duration(str("EVENTCORE_PROJECTION_INTERVAL", "1s")); err != nil {
 		return fail("EVENTCORE_PROJECTION_INTERVAL", err)
+	}
+	if c.MaxInFlight, err = positiveInt(str("EVENTCORE_MAX_IN_FLIGHT", strconv.Itoa(DefaultMaxInFlight)), 1<<20); err != nil {
+		return fail("EVENTCORE_MAX_IN_FLIGHT", err)
 	}
 	if c.SnapshotThreshold, err = positiveInt(str("EVENTCORE_SNAPSHOT_THRESHOLD", strconv.Itoa(executor.DefaultSnapshotThreshold)), 1<<30); err != nil {
 		return fail("EVENTCORE_SNAPSHOT_THRESHOLD", err)

@@ -33,6 +33,7 @@ func TestDefaults(t *testing.T) {
 		SnapshotThreshold:  100,
 		ReplicaTimeout:     5 * time.Second,
 		ReplicaLeaseTTL:    30 * time.Second,
+		MaxInFlight:        config.DefaultMaxInFlight,
 	}
 	if c != want {
 		t.Fatalf("defaults\n%+v\nwant\n%+v", c, want)
@@ -66,6 +67,7 @@ func TestValues(t *testing.T) {
 		"EVENTCORE_PUSH_TIMEOUT":        "1s",
 		"EVENTCORE_PUSH_INTERVAL":       "0",
 		"AWS_LAMBDA_MAX_CONCURRENCY":    "64",
+		"EVENTCORE_MAX_IN_FLIGHT":       "32",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +78,7 @@ func TestValues(t *testing.T) {
 		CacheTTL: 90 * time.Second, CacheMaxBytes: 1 << 30, AllowEphemeral: true,
 		PushgatewayURL: "http://pg:9091", PushTimeout: time.Second, PushInterval: 0, MaxConcurrency: 64,
 		ProjectionBatch: 10000, ProjectionInterval: 250 * time.Millisecond, SnapshotThreshold: 7,
-		ReplicaTimeout: 5 * time.Second, ReplicaLeaseTTL: 30 * time.Second,
+		ReplicaTimeout: 5 * time.Second, ReplicaLeaseTTL: 30 * time.Second, MaxInFlight: 32,
 	}
 	if c != want {
 		t.Fatalf("%+v\nwant\n%+v", c, want)
@@ -115,6 +117,7 @@ func TestBadVariables(t *testing.T) {
 		{"EVENTCORE_PROJECTION_BATCH", []string{"0", "-1", "10001", "1e3", "1.5", "many", "99999999999999999999"}},
 		{"EVENTCORE_PROJECTION_INTERVAL", []string{"0", "1", "-1s", "never"}},
 		{"EVENTCORE_SNAPSHOT_THRESHOLD", []string{"0", "-1", "1073741825", "ten", "1e2"}},
+		{"EVENTCORE_MAX_IN_FLIGHT", []string{"0", "-1", "1048577", "many", "1.5"}},
 		{"EVENTCORE_DB", []string{"events.db?mode=ro", "events.db#x", "file:events.db", ":memory:"}},
 		{"EVENTCORE_READ_DB", []string{"read.db?_pragma=x", "read.db#x", "file:read.db", ":memory:"}},
 	}

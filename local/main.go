@@ -65,7 +65,7 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 		return fmt.Errorf("-addr: %w", err)
 	}
 	srv := newServer(a)
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: newLimits(srv, cfg.MaxInFlight), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout}
 	projections := make(chan struct{})
 	go func() {
 		defer close(projections)
