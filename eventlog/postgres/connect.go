@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,6 +47,7 @@ func retryConnect(ctx context.Context, budget time.Duration, log *slog.Logger, p
 			return nil
 		}
 		if !connectRetryable(err) || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			err = oneLine{err}
 			if cerr := ctx.Err(); cerr != nil {
 				return fmt.Errorf("%w (last attempt: %w)", cerr, err)
 			}
@@ -76,3 +78,14 @@ func connectRetryable(err error) bool {
 	// Network failures: refused, unreachable, timed out.
 	return true
 }
+
+// oneLine is an error whose message is err's on one line: pgx lists each
+// address it tried on a line of its own, and a configuration error is
+// reported in one line.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(e.err.Error(), "\n", "; ")), " ")
+}
+
+func (e oneLine) Unwrap() error { return e.err }

@@ -49,6 +49,13 @@ func decodeRecord(r eventlog.Record) (Event, error) {
 	return ev.Data, nil
 }
 
+// The projections and their reads are written once for both read-model
+// databases, SQLite and PostgreSQL (see projection.Dialect): $N
+// placeholders, TEXT and BIGINT columns, the target table's columns
+// qualified in ON CONFLICT ... DO UPDATE, one statement per Exec. The one
+// difference, a table option only SQLite has, is chosen with
+// projection.DialectOf.
+
 // Balances is the balances projection: each account's balance and the
 // position of the last event that touched it, in table bank_balances.
 type Balances struct{}
@@ -64,9 +71,9 @@ func (Balances) EventTypes() []string { return codec.Types() }
 // Setup implements projection.Projector.
 func (Balances) Setup(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS bank_balances (
-		account  TEXT    PRIMARY KEY,
-		balance  INTEGER NOT NULL,
-		position INTEGER NOT NULL
+		account  TEXT   PRIMARY KEY,
+		balance  BIGINT NOT NULL,
+		position BIGINT NOT NULL
 	)`)
 	return err
 }
@@ -84,8 +91,8 @@ func (Balances) Apply(ctx context.Context, tx *sql.Tx, r eventlog.Record) error 
 		return err
 	}
 	m := movementOf(ev)
-	_, err = tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES (?, ?, ?)
-		ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance, position = excluded.position`,
+	_, err = tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES ($1, $2, $3)
+		ON CONFLICT (account) DO UPDATE SET balance = bank_balances.balance + excluded.balance, position = excluded.position`,
 		ev.AccountID(), m.delta, int64(r.Position))
 	return err
 }
@@ -106,7 +113,7 @@ var ErrNoAccount = errors.New("bank: account not in the read model")
 func ReadBalance(ctx context.Context, db *sql.DB, account string) (Balance, error) {
 	b := Balance{Account: account}
 	var pos int64
-	err := db.QueryRowContext(ctx, `SELECT balance, position FROM bank_balances WHERE account = ?`, account).Scan(&b.Balance, &pos)
+	err := db.QueryRowContext(ctx, `SELECT balance, position FROM bank_balances WHERE account = $1`, account).Scan(&b.Balance, &pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, ErrNoAccount
 	}
@@ -128,16 +135,20 @@ func (History) EventTypes() []string { return codec.Types() }
 
 // Setup implements projection.Projector.
 func (History) Setup(ctx context.Context, tx *sql.Tx) error {
+	options := ""
+	if projection.DialectOf(ctx) == projection.SQLite {
+		options = " WITHOUT ROWID" // rows clustered by account and position
+	}
 	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS bank_history (
-		account      TEXT    NOT NULL,
-		position     INTEGER NOT NULL,
-		type         TEXT    NOT NULL,
-		amount       INTEGER NOT NULL,
-		balance      INTEGER NOT NULL,
+		account      TEXT   NOT NULL,
+		position     BIGINT NOT NULL,
+		type         TEXT   NOT NULL,
+		amount       BIGINT NOT NULL,
+		balance      BIGINT NOT NULL,
 		counterparty TEXT,
-		recorded_at  INTEGER NOT NULL,
+		recorded_at  BIGINT NOT NULL,
 		PRIMARY KEY (account, position)
-	) WITHOUT ROWID`)
+	)`+options)
 	return err
 }
 
@@ -154,7 +165,7 @@ func (History) Apply(ctx context.Context, tx *sql.Tx, r eventlog.Record) error {
 		return err
 	}
 	var balance int64
-	err = tx.QueryRowContext(ctx, `SELECT balance FROM bank_history WHERE account = ? ORDER BY position DESC LIMIT 1`, ev.AccountID()).Scan(&balance)
+	err = tx.QueryRowContext(ctx, `SELECT balance FROM bank_history WHERE account = $1 ORDER BY position DESC LIMIT 1`, ev.AccountID()).Scan(&balance)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
@@ -164,7 +175,7 @@ func (History) Apply(ctx context.Context, tx *sql.Tx, r eventlog.Record) error {
 		counterparty = m.counterparty
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO bank_history (account, position, type, amount, balance, counterparty, recorded_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		ev.AccountID(), int64(r.Position), r.Type, m.amount, balance+m.delta, counterparty, r.RecordedAt.UnixMicro())
 	return err
 }
@@ -184,7 +195,7 @@ type Movement struct {
 // the account (its AccountOpened is the first item).
 func ReadHistory(ctx context.Context, db *sql.DB, account string, after eventlog.Position, limit int) ([]Movement, error) {
 	var exists int
-	err := db.QueryRowContext(ctx, `SELECT 1 FROM bank_history WHERE account = ? LIMIT 1`, account).Scan(&exists)
+	err := db.QueryRowContext(ctx, `SELECT 1 FROM bank_history WHERE account = $1 LIMIT 1`, account).Scan(&exists)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoAccount
 	}
@@ -192,7 +203,7 @@ func ReadHistory(ctx context.Context, db *sql.DB, account string, after eventlog
 		return nil, err
 	}
 	rows, err := db.QueryContext(ctx, `SELECT position, type, amount, balance, counterparty, recorded_at FROM bank_history
-		WHERE account = ? AND position > ? ORDER BY position LIMIT ?`, account, int64(after), limit)
+		WHERE account = $1 AND position > $2 ORDER BY position LIMIT $3`, account, int64(after), limit)
 	if err != nil {
 		return nil, err
 	}
