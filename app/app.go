@@ -19,6 +19,7 @@ import (
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/postgres"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/metrics"
@@ -46,7 +47,9 @@ type App struct {
 	Config config.Config
 	Role   Role
 	// Store is the event log itself: the SQLite store, or in the project
-	// role with a replica, the Follower that keeps a copy current.
+	// role with a replica, the Follower that keeps a copy current, or with
+	// EVENTCORE_DATABASE_URL the PostgreSQL store (every role then shares
+	// one database, and ReadDB is that database too).
 	Store   eventlog.Store
 	ReadDB  *sql.DB
 	Runner  *projection.Runner
@@ -101,6 +104,9 @@ func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Regi
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	for _, p := range []struct{ name, path string }{{"EVENTCORE_DB", cfg.DB}, {"EVENTCORE_READ_DB", cfg.ReadDB}} {
+		if cfg.Postgres() {
+			break
+		}
 		if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -143,6 +149,16 @@ func (a *App) replicaOptions(url, path string) replica.Options {
 // when this instance writes it, or a Follower of the writer's replica.
 func (a *App) openLog(ctx context.Context) error {
 	cfg := a.Config
+	if cfg.Postgres() {
+		opts := cfg.PostgresOptions()
+		opts.Logger = a.Logger
+		s, err := postgres.Open(ctx, cfg.DatabaseURL, opts)
+		if err != nil {
+			return fmt.Errorf("EVENTCORE_DATABASE_URL: %w", err)
+		}
+		a.Store = s
+		return nil
+	}
 	fail := func(err error) error { return fmt.Errorf("EVENTCORE_DB: %w", err) }
 	if cfg.ReplicaURL != "" && a.Role == RoleProject {
 		f, err := replica.OpenFollower(ctx, a.replicaOptions(cfg.ReplicaURL, cfg.DB), cfg.StoreOptions())
@@ -179,6 +195,14 @@ func (a *App) openLog(ctx context.Context) error {
 // EVENTCORE_READ_REPLICA_URL is set.
 func (a *App) openReadModels(ctx context.Context) error {
 	cfg := a.Config
+	if cfg.Postgres() {
+		db, err := postgres.OpenDB(ctx, cfg.DatabaseURL, postgres.DBOptions{ConnectBudget: cfg.ConnectBudget, Logger: a.Logger})
+		if err != nil {
+			return fmt.Errorf("EVENTCORE_DATABASE_URL: %w", err)
+		}
+		a.ReadDB = db
+		return a.newRunner(ctx)
+	}
 	if cfg.ReadReplicaURL != "" && a.Role != RoleExecute && a.readWriter == nil {
 		w, err := replica.OpenWriter(ctx, a.replicaOptions(cfg.ReadReplicaURL, cfg.ReadDB))
 		if err != nil {
@@ -210,11 +234,15 @@ func (a *App) openReadModels(ctx context.Context) error {
 
 // newRunner (re)creates the projection runner over the open databases.
 func (a *App) newRunner(ctx context.Context) error {
+	opts := projection.Options{BatchSize: a.Config.ProjectionBatch, Logger: a.Logger}
+	variable := "EVENTCORE_READ_DB"
+	if a.Config.Postgres() {
+		opts.Dialect, variable = projection.Postgres, "EVENTCORE_DATABASE_URL"
+	}
 	var err error
-	a.Runner, err = projection.NewRunner(ctx, a.ReadDB, metrics.InstrumentStore(a.Store, a.Metrics),
-		projection.Options{BatchSize: a.Config.ProjectionBatch, Logger: a.Logger}, a.reg.Projectors()...)
+	a.Runner, err = projection.NewRunner(ctx, a.ReadDB, metrics.InstrumentStore(a.Store, a.Metrics), opts, a.reg.Projectors()...)
 	if err != nil {
-		return fmt.Errorf("EVENTCORE_READ_DB: %w", err)
+		return fmt.Errorf("%s: %w", variable, err)
 	}
 	return nil
 }
@@ -225,10 +253,11 @@ func (a *App) build() {
 	if a.logWriter != nil {
 		store = &guardedStore{Store: store, w: a.logWriter}
 	}
-	a.Metrics.Watch(metrics.Sources{
-		Cache: a.Cache, Projections: a.Runner,
-		Databases: map[string]string{"events": a.Config.DB, "projections": a.Config.ReadDB},
-	})
+	files := map[string]string{"events": a.Config.DB, "projections": a.Config.ReadDB}
+	if a.Config.Postgres() {
+		files = nil // the sizes of SQLite files; PostgreSQL reports its own
+	}
+	a.Metrics.Watch(metrics.Sources{Cache: a.Cache, Projections: a.Runner, Databases: files})
 	opts := handler.ExecuteOptions{
 		Cache: a.Cache, SnapshotThreshold: a.Config.SnapshotThreshold, Logger: a.Logger, Observer: a.Metrics,
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/postgres"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/executor"
 	"github.com/eventcore-go/eventcore/projection"
@@ -44,6 +45,18 @@ type Config struct {
 	OnLambda           bool          // AWS_LAMBDA_FUNCTION_NAME is set
 	FunctionName       string        // AWS_LAMBDA_FUNCTION_NAME, set by the Lambda runtime
 	LogStream          string        // AWS_LAMBDA_LOG_STREAM_NAME: names this instance
+	// DatabaseURL is EVENTCORE_DATABASE_URL: a postgres:// URL that puts
+	// the event log, the read models and their checkpoints in PostgreSQL
+	// instead of SQLite; EVENTCORE_DB, EVENTCORE_READ_DB, EVENTCORE_SYNC
+	// and EVENTCORE_JOURNAL are then ignored. Empty = SQLite.
+	DatabaseURL string
+	// DatabaseMaxConns is EVENTCORE_DATABASE_MAX_CONNS, the event store's
+	// pool size in PostgreSQL mode (0 otherwise).
+	DatabaseMaxConns int32
+	// ConnectBudget is EVENTCORE_DATABASE_CONNECT_BUDGET, how long opening
+	// keeps retrying a PostgreSQL server that refuses connections (a
+	// cluster resuming from auto-pause) in PostgreSQL mode (0 otherwise).
+	ConnectBudget time.Duration
 	// MaxConcurrency is AWS_LAMBDA_MAX_CONCURRENCY, which Lambda Managed
 	// Instances set: how many invocations one execution environment runs
 	// at once (0 where it is not set: one at a time).
@@ -53,6 +66,12 @@ type Config struct {
 // DefaultMaxInFlight is how many requests the local runner serves at once
 // by default; more answer 503 overloaded.
 const DefaultMaxInFlight = 512
+
+// LambdaConnectBudget is the default of EVENTCORE_DATABASE_CONNECT_BUDGET
+// on Lambda: within the 10-second init phase, with room for the schema
+// check after the connection. An init that fails is run again at the
+// next invocation, by which time a resuming cluster has made progress.
+const LambdaConnectBudget = 8 * time.Second
 
 // Local defaults of the database paths.
 var (
@@ -65,6 +84,8 @@ var (
 // EVENTCORE_READ_DB are required, and the event log must be on an EFS mount
 // (/mnt/...) or replicated unless EVENTCORE_ALLOW_EPHEMERAL=true: a log in
 // an instance's /tmp alone would silently lose data.
+// EVENTCORE_DATABASE_URL selects PostgreSQL instead: the SQLite paths are
+// then neither required nor used, and a replica URL beside it is an error.
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{FunctionName: getenv("AWS_LAMBDA_FUNCTION_NAME"), LogStream: getenv("AWS_LAMBDA_LOG_STREAM_NAME")}
 	c.OnLambda = c.FunctionName != ""
@@ -78,7 +99,33 @@ func Load(getenv func(string) string) (Config, error) {
 	fail := func(name string, e error) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", name, e)
 	}
-	if c.OnLambda {
+	c.DatabaseURL = str("EVENTCORE_DATABASE_URL", "")
+	if c.DatabaseURL != "" {
+		if _, err := postgres.ParseURL(c.DatabaseURL); err != nil {
+			return fail("EVENTCORE_DATABASE_URL", err)
+		}
+		for _, other := range []string{"EVENTCORE_REPLICA_URL", "EVENTCORE_READ_REPLICA_URL"} {
+			if str(other, "") != "" {
+				return fail("EVENTCORE_DATABASE_URL", fmt.Errorf("cannot be combined with %s: Litestream replicates SQLite files, PostgreSQL keeps its own copies; unset one", other))
+			}
+		}
+		n, err := positiveInt(str("EVENTCORE_DATABASE_MAX_CONNS", strconv.Itoa(postgres.DefaultMaxConns)), 1<<10)
+		if err == nil && n <= postgres.DefaultWriters {
+			err = fmt.Errorf("%d leaves no connection for reads beside the %d writers; use at least %d", n, postgres.DefaultWriters, postgres.DefaultWriters+1)
+		}
+		if err != nil {
+			return fail("EVENTCORE_DATABASE_MAX_CONNS", err)
+		}
+		c.DatabaseMaxConns = int32(n)
+		budget := postgres.DefaultConnectBudget
+		if c.OnLambda {
+			budget = LambdaConnectBudget
+		}
+		if c.ConnectBudget, err = duration(str("EVENTCORE_DATABASE_CONNECT_BUDGET", budget.String())); err != nil {
+			return fail("EVENTCORE_DATABASE_CONNECT_BUDGET", err)
+		}
+	}
+	if c.OnLambda && c.DatabaseURL == "" {
 		c.DB, c.ReadDB = str("EVENTCORE_DB", ""), str("EVENTCORE_READ_DB", "")
 		if c.DB == "" {
 			return fail("EVENTCORE_DB", fmt.Errorf("required on Lambda (an EFS path under /mnt/)"))
@@ -86,7 +133,7 @@ func Load(getenv func(string) string) (Config, error) {
 		if c.ReadDB == "" {
 			return fail("EVENTCORE_READ_DB", fmt.Errorf("required on Lambda (an EFS path under /mnt/)"))
 		}
-	} else {
+	} else if c.DatabaseURL == "" {
 		c.DB, c.ReadDB = str("EVENTCORE_DB", DefaultDB), str("EVENTCORE_READ_DB", DefaultReadDB)
 	}
 	for _, p := range []struct{ name, path string }{{"EVENTCORE_DB", c.DB}, {"EVENTCORE_READ_DB", c.ReadDB}} {
@@ -173,7 +220,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.SnapshotThreshold, err = positiveInt(str("EVENTCORE_SNAPSHOT_THRESHOLD", strconv.Itoa(executor.DefaultSnapshotThreshold)), 1<<30); err != nil {
 		return fail("EVENTCORE_SNAPSHOT_THRESHOLD", err)
 	}
-	if c.OnLambda && !strings.HasPrefix(filepath.Clean(c.DB), "/mnt/") && c.ReplicaURL == "" && !c.AllowEphemeral {
+	if c.OnLambda && c.DatabaseURL == "" && !strings.HasPrefix(filepath.Clean(c.DB), "/mnt/") && c.ReplicaURL == "" && !c.AllowEphemeral {
 		return fail("EVENTCORE_DB", fmt.Errorf("%q is not on an EFS mount (/mnt/...) and no replica is configured: its data would be lost with the instance; set EVENTCORE_ALLOW_EPHEMERAL=true only for tests and demos", c.DB))
 	}
 	return c, nil
@@ -193,6 +240,15 @@ func positiveInt(s string, max int) (int, error) {
 		return 0, fmt.Errorf("%q is not an integer from 1 to %d", s, max)
 	}
 	return n, nil
+}
+
+// Postgres reports whether EVENTCORE_DATABASE_URL selects PostgreSQL.
+func (c Config) Postgres() bool { return c.DatabaseURL != "" }
+
+// PostgresOptions are the PostgreSQL store's options the configuration
+// asks for.
+func (c Config) PostgresOptions() postgres.Options {
+	return postgres.Options{MaxConns: c.DatabaseMaxConns, ConnectBudget: c.ConnectBudget}
 }
 
 // StoreOptions are the SQLite options the configuration asks for. With a

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/eventlog/postgres"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 )
 
@@ -227,4 +228,106 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("%s=%q: on Lambda with %q", name, value, c.DB)
 		}
 	})
+}
+
+func TestPostgres(t *testing.T) {
+	const url = "postgres://app:secret@db.example.com:5432/bank?sslmode=require"
+	c, err := config.Load(env(map[string]string{"EVENTCORE_DATABASE_URL": url}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Postgres() || c.DatabaseURL != url || c.DB != "" || c.ReadDB != "" {
+		t.Errorf("%+v", c)
+	}
+	if o := c.PostgresOptions(); o.MaxConns != postgres.DefaultMaxConns || o.ConnectBudget != postgres.DefaultConnectBudget {
+		t.Errorf("local options %+v", o)
+	}
+	// On Lambda no SQLite path is needed, and the connect budget fits the
+	// init phase.
+	c, err = config.Load(env(map[string]string{
+		"AWS_LAMBDA_FUNCTION_NAME": "execute", "EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_MAX_CONNS": "3",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.PostgresOptions(); o.MaxConns != 3 || o.ConnectBudget != config.LambdaConnectBudget || o.ConnectBudget >= 10*time.Second {
+		t.Errorf("Lambda options %+v", o)
+	}
+	c, err = config.Load(env(map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_CONNECT_BUDGET": "20s"}))
+	if err != nil || c.ConnectBudget != 20*time.Second {
+		t.Errorf("budget %v, %v", c.ConnectBudget, err)
+	}
+	// SQLite mode leaves the PostgreSQL fields zero.
+	if c, _ := config.Load(env(nil)); c.Postgres() || c.DatabaseMaxConns != 0 || c.ConnectBudget != 0 {
+		t.Errorf("SQLite mode %+v", c)
+	}
+}
+
+func TestPostgresErrors(t *testing.T) {
+	const url = "postgres://app:secret@db/bank"
+	for _, tc := range []struct {
+		vars map[string]string
+		name string // the variable the error names
+	}{
+		{map[string]string{"EVENTCORE_DATABASE_URL": "mysql://app:secret@db/bank"}, "EVENTCORE_DATABASE_URL"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": "postgres://app:secret@db:notaport/bank"}, "EVENTCORE_DATABASE_URL"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": "host=db password=secret"}, "EVENTCORE_DATABASE_URL"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_REPLICA_URL": "s3://bucket/log"}, "EVENTCORE_DATABASE_URL"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_READ_REPLICA_URL": "s3://bucket/read"}, "EVENTCORE_DATABASE_URL"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_MAX_CONNS": "2"}, "EVENTCORE_DATABASE_MAX_CONNS"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_MAX_CONNS": "many"}, "EVENTCORE_DATABASE_MAX_CONNS"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_CONNECT_BUDGET": "-1s"}, "EVENTCORE_DATABASE_CONNECT_BUDGET"},
+	} {
+		_, err := config.Load(env(tc.vars))
+		if err == nil {
+			t.Errorf("%v: no error", tc.vars)
+			continue
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, tc.name+": ") || strings.Contains(msg, "\n") || strings.Contains(msg, "secret") {
+			t.Errorf("%v: %q, want one line naming %s without the password", tc.vars, msg, tc.name)
+		}
+	}
+}
+
+// FuzzDatabaseURL: whatever EVENTCORE_DATABASE_URL holds, Load either
+// accepts a postgres URL or fails with one line naming the variable,
+// without the password.
+func FuzzDatabaseURL(f *testing.F) {
+	for _, s := range []string{
+		"postgres://u:pw@h/db", "postgresql://u:pw@h:5432/db?sslmode=disable", "postgres://u:pw@[::1/db",
+		"mysql://u:pw@h/db", "postgres://u:pw@h/db?password=pw", "postgres:///db?host=/tmp/x", "\x00", "%zz",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, url string) {
+		c, err := config.Load(env(map[string]string{"EVENTCORE_DATABASE_URL": url}))
+		if err != nil {
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "EVENTCORE_DATABASE_URL: ") || strings.Contains(msg, "\n") {
+				t.Fatalf("%q: %q", url, msg)
+			}
+			if pw := passwordOf(url); len(pw) >= 4 && strings.Count(url, pw) == 1 && strings.Contains(msg, pw) {
+				t.Fatalf("%q: the error %q shows the password", url, msg)
+			}
+			return
+		}
+		if strings.TrimSpace(url) != "" && !c.Postgres() {
+			t.Fatalf("%q accepted without selecting PostgreSQL", url)
+		}
+	})
+}
+
+// passwordOf returns the password of a user:password@ URL, "" if none.
+func passwordOf(s string) string {
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return ""
+	}
+	userinfo, _, ok := strings.Cut(rest, "@")
+	if !ok {
+		return ""
+	}
+	_, pw, _ := strings.Cut(userinfo, ":")
+	return pw
 }

@@ -139,7 +139,13 @@ func eventually(t *testing.T, within time.Duration, what string, f func() bool) 
 func TestWalkThrough(t *testing.T) {
 	// A timer that never fires: the projections must catch up because a
 	// command woke them.
-	s := start(t, testEnv(t.TempDir(), "EVENTCORE_PROJECTION_INTERVAL", "1h"))
+	walkThrough(t, testEnv(t.TempDir(), "EVENTCORE_PROJECTION_INTERVAL", "1h"))
+}
+
+// walkThrough runs every route of the runner started with getenv, on an
+// empty log.
+func walkThrough(t *testing.T, getenv func(string) string) {
+	s := start(t, getenv)
 	u := s.url
 
 	do(t, "GET", u+"/healthz", "").want(t, 200, `{"status":"ok"}`)
