@@ -6,9 +6,10 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(BIN)/golangci-lint
 BENCHTIME        ?= 2s
 BENCHCOUNT       ?= 1
+SOAK             ?= 10m
 PG_BENCHTIME     ?= 10000x
 
-.PHONY: help run test test-short test-postgres bench bench-postgres lint fmt tools clean build build-host build-ExecuteFunction build-ProjectFunction rie
+.PHONY: help run test soak test-short test-postgres bench bench-postgres lint fmt tools clean build build-host build-ExecuteFunction build-ProjectFunction rie
 
 FUNCTIONS := execute project
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags='-s -w'
@@ -26,6 +27,11 @@ test: $(BIN)/aws-lambda-rie build-host ## vet and run every test with the race d
 	# The bank's invariant tests at full size (5,000 transfers from 32
 	# goroutines, in one and in two processes): too slow under -race.
 	$(GO) test -count=1 -timeout 10m -run 'Concurrent' ./examples/bank/
+	# A one-minute soak, alone on the machine (make soak runs ten).
+	EVENTCORE_SOAK_DURATION=60s $(GO) test -count=1 -timeout 10m -run '^TestSoak$$' -v ./local/
+
+soak: ## mixed load through a local runner process for SOAK (10m): memory, goroutines, fds, p99
+	EVENTCORE_SOAK_DURATION=$(SOAK) $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./local/
 
 test-postgres: ## run the PostgreSQL store's tests on a throw-away local cluster (.ci/postgres)
 	.ci/postgres run $(GO) test -race -count=1 ./eventlog/postgres/...
