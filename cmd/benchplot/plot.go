@@ -21,6 +21,7 @@ type Chart struct {
 	Series         []string
 	XLabel, YLabel string
 	LogX, LogY     bool
+	LegendLeft     bool // the legend in the top left corner, else the top right
 }
 
 // Charts are the curves `make bench-plot` draws.
@@ -30,7 +31,7 @@ var Charts = []Chart{
 		XLabel: "concurrent callers", YLabel: "commands/s", LogX: true},
 	{File: "bench-history.png", Title: "a deposit against the stream's history (executor)",
 		Bench: "DepositByHistory", Unit: "us/command", X: "events", Series: []string{"cold", "snapshot", "warm"},
-		XLabel: "events in the stream", YLabel: "µs per command", LogX: true, LogY: true},
+		XLabel: "events in the stream", YLabel: "µs per command", LogX: true, LogY: true, LegendLeft: true},
 	{File: "bench-managed.png", Title: "transfers through Lambda Managed Instances under the emulator (functions)",
 		Bench: "ManagedInstances", Unit: "commands/s", X: "concurrency", Series: []string{"mode"},
 		XLabel: "invocations at once", YLabel: "commands/s", LogX: true},
@@ -105,7 +106,7 @@ func (c Chart) Draw(points []Point, path string) (bool, error) {
 		p.Add(l, s)
 		p.Legend.Add(name, l, s)
 	}
-	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.Top, p.Legend.Left = true, c.LegendLeft
 	p.Legend.TextStyle.Color = color.Black
 	if err := p.Save(8*vg.Inch, 4.5*vg.Inch, path); err != nil {
 		return false, fmt.Errorf("%s: %w", c.File, err)
