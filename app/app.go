@@ -10,16 +10,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/config"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/postgres"
+	"github.com/eventcore-go/eventcore/eventlog/postgres/rdsiam"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/metrics"
@@ -67,6 +72,35 @@ type App struct {
 	readWriter *replica.Writer   // the read models' replica
 
 	life lifecycle
+
+	// password makes an IAM authentication token per connection, with
+	// EVENTCORE_DATABASE_IAM_AUTH.
+	password func(context.Context) (string, error)
+}
+
+// iamPassword returns a maker of IAM authentication tokens for the user and
+// host:port (default port 5432) of rawURL, signed with the credentials and
+// region of the environment (the function's role on Lambda).
+func iamPassword(ctx context.Context, rawURL string) (func(context.Context) (string, error), error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errors.New("the database URL is not a URL")
+	}
+	port := u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	endpoint, user := net.JoinHostPort(u.Hostname(), port), u.User.Username()
+	aws, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if aws.Region == "" {
+		return nil, errors.New("no AWS region (AWS_REGION) to sign the token for")
+	}
+	return func(ctx context.Context) (string, error) {
+		return rdsiam.Token(ctx, aws.Credentials, aws.Region, endpoint, user, time.Now())
+	}, nil
 }
 
 // replicatedPart is a database this instance writes through a Writer, and
@@ -152,6 +186,13 @@ func (a *App) openLog(ctx context.Context) error {
 	if cfg.Postgres() {
 		opts := cfg.PostgresOptions()
 		opts.Logger = a.Logger
+		if cfg.DatabaseIAMAuth {
+			var err error
+			if a.password, err = iamPassword(ctx, cfg.DatabaseURL); err != nil {
+				return fmt.Errorf("EVENTCORE_DATABASE_IAM_AUTH: %w", err)
+			}
+		}
+		opts.Password = a.password
 		s, err := postgres.Open(ctx, cfg.DatabaseURL, opts)
 		if err != nil {
 			return fmt.Errorf("EVENTCORE_DATABASE_URL: %w", err)
@@ -196,7 +237,7 @@ func (a *App) openLog(ctx context.Context) error {
 func (a *App) openReadModels(ctx context.Context) error {
 	cfg := a.Config
 	if cfg.Postgres() {
-		db, err := postgres.OpenDB(ctx, cfg.DatabaseURL, postgres.DBOptions{ConnectBudget: cfg.ConnectBudget, Logger: a.Logger})
+		db, err := postgres.OpenDB(ctx, cfg.DatabaseURL, postgres.DBOptions{ConnectBudget: cfg.ConnectBudget, Logger: a.Logger, Password: a.password})
 		if err != nil {
 			return fmt.Errorf("EVENTCORE_DATABASE_URL: %w", err)
 		}

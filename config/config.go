@@ -57,6 +57,10 @@ type Config struct {
 	// keeps retrying a PostgreSQL server that refuses connections (a
 	// cluster resuming from auto-pause) in PostgreSQL mode (0 otherwise).
 	ConnectBudget time.Duration
+	// DatabaseIAMAuth is EVENTCORE_DATABASE_IAM_AUTH: connect with an IAM
+	// authentication token (RDS Proxy with IAMAuth REQUIRED, or RDS) made
+	// from the function's role instead of the URL's password.
+	DatabaseIAMAuth bool
 	// MaxConcurrency is AWS_LAMBDA_MAX_CONCURRENCY, which Lambda Managed
 	// Instances set: how many invocations one execution environment runs
 	// at once (0 where it is not set: one at a time).
@@ -123,6 +127,14 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		if c.ConnectBudget, err = duration(str("EVENTCORE_DATABASE_CONNECT_BUDGET", budget.String())); err != nil {
 			return fail("EVENTCORE_DATABASE_CONNECT_BUDGET", err)
+		}
+		if c.DatabaseIAMAuth, err = strconv.ParseBool(str("EVENTCORE_DATABASE_IAM_AUTH", "false")); err != nil {
+			return fail("EVENTCORE_DATABASE_IAM_AUTH", fmt.Errorf("%q is not true or false", getenv("EVENTCORE_DATABASE_IAM_AUTH")))
+		}
+		if c.DatabaseIAMAuth {
+			if u, _ := url.Parse(c.DatabaseURL); u.User.Username() == "" || u.Hostname() == "" {
+				return fail("EVENTCORE_DATABASE_IAM_AUTH", fmt.Errorf("needs a user and a host in EVENTCORE_DATABASE_URL, such as postgres://app@proxy:5432/db"))
+			}
 		}
 	}
 	if c.OnLambda && c.DatabaseURL == "" {

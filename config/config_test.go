@@ -253,9 +253,9 @@ func TestPostgres(t *testing.T) {
 	if o := c.PostgresOptions(); o.MaxConns != 3 || o.ConnectBudget != config.LambdaConnectBudget || o.ConnectBudget >= 10*time.Second {
 		t.Errorf("Lambda options %+v", o)
 	}
-	c, err = config.Load(env(map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_CONNECT_BUDGET": "20s"}))
-	if err != nil || c.ConnectBudget != 20*time.Second {
-		t.Errorf("budget %v, %v", c.ConnectBudget, err)
+	c, err = config.Load(env(map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_CONNECT_BUDGET": "20s", "EVENTCORE_DATABASE_IAM_AUTH": "true"}))
+	if err != nil || c.ConnectBudget != 20*time.Second || !c.DatabaseIAMAuth {
+		t.Errorf("budget %v, IAM %v, %v", c.ConnectBudget, c.DatabaseIAMAuth, err)
 	}
 	// SQLite mode leaves the PostgreSQL fields zero.
 	if c, _ := config.Load(env(nil)); c.Postgres() || c.DatabaseMaxConns != 0 || c.ConnectBudget != 0 {
@@ -277,6 +277,8 @@ func TestPostgresErrors(t *testing.T) {
 		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_MAX_CONNS": "2"}, "EVENTCORE_DATABASE_MAX_CONNS"},
 		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_MAX_CONNS": "many"}, "EVENTCORE_DATABASE_MAX_CONNS"},
 		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_CONNECT_BUDGET": "-1s"}, "EVENTCORE_DATABASE_CONNECT_BUDGET"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": url, "EVENTCORE_DATABASE_IAM_AUTH": "yes please"}, "EVENTCORE_DATABASE_IAM_AUTH"},
+		{map[string]string{"EVENTCORE_DATABASE_URL": "postgres:///db?host=/tmp", "EVENTCORE_DATABASE_IAM_AUTH": "true"}, "EVENTCORE_DATABASE_IAM_AUTH"},
 	} {
 		_, err := config.Load(env(tc.vars))
 		if err == nil {

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,11 @@ type Options struct {
 	// Logger receives connect retries and retried transactions; nil =
 	// slog.Default().
 	Logger *slog.Logger
+	// Password, when set, is called before each new connection and its
+	// answer replaces the URL's password: an IAM authentication token for
+	// RDS or RDS Proxy (see package rdsiam), which expires after 15
+	// minutes. nil = the URL's password.
+	Password func(ctx context.Context) (string, error)
 }
 
 func (o Options) withDefaults() (Options, error) {

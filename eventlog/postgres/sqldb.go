@@ -22,6 +22,8 @@ type DBOptions struct {
 	MaxConns      int           // 0 = DefaultDBMaxConns; also the most idle connections kept
 	ConnectBudget time.Duration // as Options.ConnectBudget; 0 = DefaultConnectBudget
 	Logger        *slog.Logger  // connect retries; nil = slog.Default()
+	// Password is as Options.Password.
+	Password func(ctx context.Context) (string, error)
 }
 
 // OpenDB opens the database at rawURL (see ParseURL) for database/sql,
@@ -54,7 +56,11 @@ func OpenDB(ctx context.Context, rawURL string, opts DBOptions) (*sql.DB, error)
 		return nil, err
 	}
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
-	db := stdlib.OpenDB(*cfg.ConnConfig)
+	var hooks []stdlib.OptionOpenDB
+	if opts.Password != nil {
+		hooks = append(hooks, stdlib.OptionBeforeConnect(passwordHook(opts.Password)))
+	}
+	db := stdlib.OpenDB(*cfg.ConnConfig, hooks...)
 	db.SetMaxOpenConns(opts.MaxConns)
 	db.SetMaxIdleConns(opts.MaxConns)
 	db.SetConnMaxLifetime(DefaultMaxConnLifetime)
@@ -64,4 +70,16 @@ func OpenDB(ctx context.Context, rawURL string, opts DBOptions) (*sql.DB, error)
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(rawURL), err)
 	}
 	return db, nil
+}
+
+// passwordHook sets each new connection's password from password.
+func passwordHook(password func(context.Context) (string, error)) func(context.Context, *pgx.ConnConfig) error {
+	return func(ctx context.Context, cc *pgx.ConnConfig) error {
+		pw, err := password(ctx)
+		if err != nil {
+			return fmt.Errorf("postgres: password: %w", err)
+		}
+		cc.Password = pw
+		return nil
+	}
 }

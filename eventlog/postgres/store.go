@@ -90,6 +90,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	cfg.MaxConnIdleTime = opts.MaxConnIdleTime
 	// The unnamed statement only: nothing prepared outlives a statement.
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	if opts.Password != nil {
+		cfg.BeforeConnect = passwordHook(opts.Password)
+	}
 	where := Redact(rawURL)
 	pool, err := connect(ctx, cfg, opts.ConnectBudget, opts.Logger)
 	if err != nil {
