@@ -138,3 +138,20 @@ func TestStreamEventsCostAgainstTheCap(t *testing.T) {
 }
 
 func noEvents(counterState) ([]Emit[counterEvent], error) { return nil, nil }
+
+// TestSnapshotsWaitForTheDoorkeeper: with a cache, a long replay saves a
+// snapshot only once its stream set was seen before (a snapshot is a
+// write); without a cache, at once.
+func TestSnapshotsWaitForTheDoorkeeper(t *testing.T) {
+	sp := spec{streams: []string{"A"}, handle: noEvents, schema: "v1"}
+	w := newWorld(t, incs(t, "A", DefaultSnapshotThreshold+5))
+	c := cache.New(time.Minute, 64<<20)
+	first := w.execute(sp, Options{Cache: c}, true)
+	wantRun(t, first, "miss", DefaultSnapshotThreshold+5, "load snapshot", "read A", "done")
+	second := w.execute(sp, Options{Cache: c}, true)
+	wantRun(t, second, "miss", DefaultSnapshotThreshold+5, "load snapshot", "read A", "save snapshot A@105", "done")
+
+	w = newWorld(t, incs(t, "A", DefaultSnapshotThreshold+5))
+	alone := w.execute(sp, Options{}, true)
+	wantRun(t, alone, "", DefaultSnapshotThreshold+5, "load snapshot", "read A", "save snapshot A@105", "done")
+}

@@ -19,7 +19,7 @@ import (
 // MaxCachedStreamEvents bounds the streams whose decoded events the cache
 // keeps (Options.Cache): a stream with more events is read from the store,
 // or served by its commands' cached states and snapshots.
-const MaxCachedStreamEvents = 256
+const MaxCachedStreamEvents = 1024
 
 // remeasureEvery is how many writes of a cached state reuse the size
 // measured before, for states kept decoded (see stateEntry).
@@ -214,11 +214,14 @@ type cachedState[S any] struct {
 }
 
 // decideKeep decides, once per attempt, whether its final state is kept:
-// in the cache (when the doorkeeper admits its key) and as a snapshot
-// (when the attempt folded enough events).
+// in the cache, when the doorkeeper admits its key; and as a snapshot,
+// when the attempt read at least the threshold of events from the store
+// and, with a cache, its key was admitted too (a snapshot is a write: a
+// stream set seen once, such as a transfer between a random pair of
+// accounts, would rarely read it back).
 func (x *execution[S, E]) decideKeep(a *attempt[S]) {
 	a.keepState = x.opts.Cache != nil && x.opts.Cache.Admit(x.key)
-	a.keepSnapshot = x.snapshots != nil && a.replayed+a.recalled >= x.opts.SnapshotThreshold
+	a.keepSnapshot = x.snapshots != nil && a.replayed >= x.opts.SnapshotThreshold && (x.opts.Cache == nil || a.keepState)
 }
 
 // remember puts the attempt's state, current at its versions, into the
