@@ -125,7 +125,9 @@ func (p *Project) CatchUp(ctx context.Context) (ScheduleReport, error) {
 		p.observeApplied(r)
 	}
 	if err != nil && !onlyLocked(err) {
-		p.log.ErrorContext(ctx, "projection catch-up failed", "request_id", requestID(ctx), "error", err.Error())
+		if ctx.Err() == nil { // a caller that gave up, or a shutdown, is not a failure to report
+			p.log.ErrorContext(ctx, "projection catch-up failed", "request_id", requestID(ctx), "error", err.Error())
+		}
 		return ScheduleReport{Projections: reports}, err
 	}
 	return ScheduleReport{Projections: reports}, nil
