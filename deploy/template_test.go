@@ -48,7 +48,7 @@ var functions = map[string]string{
 var localOnlyRoutes = []string{"/healthz", "/metrics"}
 
 // Values of the template's StorageMode parameter.
-var storageModes = []string{"efs", "litestream"}
+var storageModes = []string{"efs", "litestream", "postgres"}
 
 // Values of the template's Compute parameter.
 var computes = []string{"lambda", "managed-instances"}
@@ -78,6 +78,7 @@ var deployments = []deployment{
 	{"efs", "lambda"},
 	{"litestream", "lambda"},
 	{"litestream", "managed-instances"},
+	{"postgres", "lambda"},
 }
 
 // noValue stands for Ref AWS::NoValue until resolve removes the property
@@ -320,6 +321,7 @@ VPCParameters:
   RuleCondition:
     Fn::Or:
       - !Equals [!Ref StorageMode, efs]
+      - !Equals [!Ref StorageMode, postgres]
       - !Equals [!Ref Compute, managed-instances]
   Assertions:
     - Assert:
@@ -419,6 +421,15 @@ func dropUntyped(tpl map[string]any) error {
 			continue
 		}
 		props, _ := asMap(res["Properties"])
+		if typ == "AWS::RDS::DBCluster" && props != nil {
+			// Auto-pause (MinCapacity 0) is newer than goformation's model.
+			if sv2, ok := asMap(props["ServerlessV2ScalingConfiguration"]); ok {
+				if _, isNumber := sv2["SecondsUntilAutoPause"].(float64); !isNumber && sv2["SecondsUntilAutoPause"] != nil {
+					problems = append(problems, path+".Properties.ServerlessV2ScalingConfiguration.SecondsUntilAutoPause is not a number")
+				}
+				delete(sv2, "SecondsUntilAutoPause")
+			}
+		}
 		if typ != "AWS::Serverless::Function" || props == nil {
 			continue
 		}
@@ -995,8 +1006,13 @@ func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
 		name := p.executeFunction()
 		f := p.function(t, name)
 		props := p.properties(name)
-		switch p.compute {
-		case "lambda":
+		switch {
+		case p.mode == "postgres":
+			// PostgreSQL decides between any number of writers.
+			if _, ok := props["ReservedConcurrentExecutions"]; ok || f.ReservedConcurrentExecutions != nil {
+				t.Errorf("%s has ReservedConcurrentExecutions %v in postgres mode", name, props["ReservedConcurrentExecutions"])
+			}
+		case p.compute == "lambda":
 			if n := f.ReservedConcurrentExecutions; n == nil || *n != 1 {
 				t.Errorf("%s ReservedConcurrentExecutions = %v, want 1", name, props["ReservedConcurrentExecutions"])
 			}
@@ -1005,7 +1021,7 @@ func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
 					t.Errorf("%s has %s %v on Compute lambda", name, key, v)
 				}
 			}
-		case "managed-instances":
+		case p.compute == "managed-instances":
 			if _, ok := props["ReservedConcurrentExecutions"]; ok || f.ReservedConcurrentExecutions != nil {
 				t.Errorf("%s has ReservedConcurrentExecutions %v: Managed Instances take none", name, props["ReservedConcurrentExecutions"])
 			}
@@ -1518,7 +1534,8 @@ func TestConfigAcceptsTheEnvironment(t *testing.T) {
 			env["AWS_LAMBDA_FUNCTION_NAME"] = name
 			for k, v := range env {
 				if after, ok := strings.CutPrefix(v, "sub:"); ok {
-					env[k] = strings.ReplaceAll(after, "${ReplicaBucket}", "example-replica-bucket")
+					env[k] = strings.NewReplacer("${ReplicaBucket}", "example-replica-bucket",
+						"${DatabaseProxy.Endpoint}", "proxy.example.com").Replace(after)
 				}
 				if param, ok := strings.CutPrefix(v, "ref:"); ok {
 					decl, _ := asMap(params[param])
@@ -1536,6 +1553,9 @@ func TestConfigAcceptsTheEnvironment(t *testing.T) {
 			}
 			if replicated := c.ReplicaURL != ""; replicated != (p.mode == "litestream") {
 				t.Errorf("%s: replica %q in %s mode", name, c.ReplicaURL, p.mode)
+			}
+			if pg := p.mode == "postgres"; c.Postgres() != pg || c.DatabaseIAMAuth != pg {
+				t.Errorf("%s: PostgreSQL %v, IAM authentication %v in %s mode", name, c.Postgres(), c.DatabaseIAMAuth, p.mode)
 			}
 		}
 	})
@@ -2028,6 +2048,7 @@ func TestVPCParametersRule(t *testing.T) {
 	}
 	wantCond := map[string]any{"Fn::Or": []any{
 		map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "StorageMode"}, "efs"}},
+		map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "StorageMode"}, "postgres"}},
 		map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "Compute"}, "managed-instances"}},
 	}}
 	if !reflect.DeepEqual(r["RuleCondition"], wantCond) {
@@ -2211,6 +2232,17 @@ func TestVPCParametersUsedOnlyInTheVPC(t *testing.T) {
 			".Resources.MountTargetB.Properties.SecurityGroups[0]": "ref:SecurityGroupId",
 		},
 		"litestream": {},
+		"postgres": {
+			".Globals.Function.VpcConfig.SubnetIds[0]":                     "ref:SubnetIds[0]",
+			".Globals.Function.VpcConfig.SubnetIds[1]":                     "ref:SubnetIds[1]",
+			".Globals.Function.VpcConfig.SecurityGroupIds[0]":              "ref:SecurityGroupId",
+			".Resources.DatabaseSubnetGroup.Properties.SubnetIds[0]":       "ref:SubnetIds[0]",
+			".Resources.DatabaseSubnetGroup.Properties.SubnetIds[1]":       "ref:SubnetIds[1]",
+			".Resources.DatabaseCluster.Properties.VpcSecurityGroupIds[0]": "ref:SecurityGroupId",
+			".Resources.DatabaseProxy.Properties.VpcSubnetIds[0]":          "ref:SubnetIds[0]",
+			".Resources.DatabaseProxy.Properties.VpcSubnetIds[1]":          "ref:SubnetIds[1]",
+			".Resources.DatabaseProxy.Properties.VpcSecurityGroupIds[0]":   "ref:SecurityGroupId",
+		},
 		"litestream+managed-instances": {
 			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[0]":        "ref:SubnetIds[0]",
 			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[1]":        "ref:SubnetIds[1]",
