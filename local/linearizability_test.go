@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/eventcore-go/eventcore/eventlog/postgres/pgtest"
 )
 
 // The linearizability check of the HTTP API: concurrent clients send
@@ -330,6 +332,17 @@ func TestLinearizableHTTP(t *testing.T) {
 	began := time.Now()
 	result, info, ops := runLinearizability(t, s.url, "lin", 8, 50, 1)
 	t.Logf("history and check took %v", time.Since(began))
+	if result != porcupine.Ok {
+		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info))
+	}
+	t.Logf("%d operations checked: linearizable", len(ops))
+}
+
+// TestLinearizableHTTPPostgres: the same check with the event log and the
+// read models on PostgreSQL.
+func TestLinearizableHTTPPostgres(t *testing.T) {
+	s := start(t, pgEnv(t, pgtest.NewDatabase(t)))
+	result, info, ops := runLinearizability(t, s.url, "linpg", 8, 50, 1)
 	if result != porcupine.Ok {
 		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info))
 	}
