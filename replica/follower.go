@@ -101,7 +101,7 @@ func (f *Follower) fullRestore(ctx context.Context) (err error) {
 		return nil
 	}
 	// Exactly top: incremental catch-up continues from it.
-	if err := restore(ctx, f.client, f.opts.Path, top, f.opts.Logger); err != nil {
+	if err := restore(ctx, f.client, top, f.opts); err != nil {
 		return err
 	}
 	if err := rollbackJournalHeader(f.opts.Path); err != nil {

@@ -66,6 +66,13 @@ type Options struct {
 	// start would fail invocations instead of answering 503.
 	StartWithoutLease bool
 	Logger            *slog.Logger
+	// RestoreProgress, when set, is told how a restore from the replica
+	// advances (the local runner draws a bar in its terminal). It is
+	// called as a restore starts, with the local path and the bytes the
+	// restore will read from the replica (-1 when they could not be
+	// listed); each byte read is then written to read, and end is called
+	// with the restore's result.
+	RestoreProgress func(path string, total int64) (read io.Writer, end func(error))
 }
 
 func (o Options) withDefaults() Options {
@@ -254,9 +261,15 @@ func sameAsLocal(path string, remote *ltx.FileInfo, remoteTrailer ltx.Trailer) b
 // snapshot the transactions can be restored from, or does not pass
 // SQLite's quick integrity check is an error: starting empty would
 // silently drop history.
-func restore(ctx context.Context, client litestream.ReplicaClient, path string, top ltx.TXID, logger *slog.Logger) error {
+func restore(ctx context.Context, client litestream.ReplicaClient, top ltx.TXID, opts Options) (err error) {
 	if top == 0 {
 		return nil
+	}
+	path, logger := opts.Path, opts.Logger
+	if opts.RestoreProgress != nil {
+		read, end := opts.RestoreProgress(path, restoreSize(ctx, client, top, logger))
+		defer func() { end(err) }()
+		client = &countingClient{ReplicaClient: client, read: read}
 	}
 	r := litestream.NewReplicaWithClient(nil, client)
 	opt := litestream.NewRestoreOptions()
@@ -276,6 +289,38 @@ func restore(ctx context.Context, client litestream.ReplicaClient, path string, 
 	}
 	logger.Info("restored from replica", "path", path, "txid", uint64(top), "bytes", size, "duration", time.Since(start).String())
 	return nil
+}
+
+// restoreSize is the bytes of the files a restore to top reads, or -1
+// when they cannot be listed (the restore then reports the error).
+func restoreSize(ctx context.Context, client litestream.ReplicaClient, top ltx.TXID, logger *slog.Logger) int64 {
+	plan, err := litestream.CalcRestorePlan(ctx, client, top, time.Time{}, logger)
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, info := range plan {
+		n += info.Size
+	}
+	return n
+}
+
+// countingClient writes every byte a restore reads from its LTX files to
+// read. Litestream's restore has no progress callback of its own.
+type countingClient struct {
+	litestream.ReplicaClient
+	read io.Writer
+}
+
+func (c *countingClient) OpenLTXFile(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, offset, size int64) (io.ReadCloser, error) {
+	rc, err := c.ReplicaClient.OpenLTXFile(ctx, level, minTXID, maxTXID, offset, size)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(rc, c.read), rc}, nil
 }
 
 // metaPath is where Litestream keeps its local state of path.

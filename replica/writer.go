@@ -155,7 +155,7 @@ func (w *Writer) reconcile(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
+	if err := restore(ctx, w.client, top, w.opts); err != nil {
 		return err
 	}
 	w.synced.Store(uint64(top))
@@ -383,7 +383,7 @@ func (w *Writer) Reload(ctx context.Context) error {
 	if err := wipe(w.opts.Path); err != nil {
 		return err
 	}
-	if err := restore(ctx, w.client, w.opts.Path, top, w.opts.Logger); err != nil {
+	if err := restore(ctx, w.client, top, w.opts); err != nil {
 		return err
 	}
 	w.synced.Store(uint64(top))
