@@ -457,7 +457,7 @@ func TestWarmConcurrentInstances(t *testing.T) {
 // near the snapshot threshold instead of the stream's length.
 func TestRetriesStartFromTheSnapshot(t *testing.T) {
 	tw := newTwin(t)
-	const threshold, history = 100, 3000
+	const threshold, history = 100, 10_000
 	tw.open("hot", history)
 	opts := executor.Options{SnapshotThreshold: threshold,
 		Retry: executor.ExponentialBackoff{MaxRetries: 1000, Initial: time.Millisecond, Max: 5 * time.Millisecond, Jitter: 1}}
