@@ -76,6 +76,8 @@ type App struct {
 	// password makes an IAM authentication token per connection, with
 	// EVENTCORE_DATABASE_IAM_AUTH.
 	password func(context.Context) (string, error)
+
+	progress Progress // the local runner's
 }
 
 // iamPassword returns a maker of IAM authentication tokens for the user and
@@ -134,6 +136,10 @@ func Open(ctx context.Context, cfg config.Config, reg *handler.Registry, logger 
 // outdated local file is restored first. Errors name the variable whose
 // setting failed.
 func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Registry, logger *slog.Logger) (*App, error) {
+	return openAs(ctx, role, cfg, reg, logger, Progress{})
+}
+
+func openAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Registry, logger *slog.Logger, progress Progress) (*App, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -145,7 +151,7 @@ func OpenAs(ctx context.Context, role Role, cfg config.Config, reg *handler.Regi
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
-	a := &App{Config: cfg, Role: role, Logger: logger, reg: reg, Metrics: metrics.New(metrics.Sources{})}
+	a := &App{Config: cfg, Role: role, Logger: logger, reg: reg, Metrics: metrics.New(metrics.Sources{}), progress: progress}
 	if err := a.openLog(ctx); err != nil {
 		return nil, errors.Join(err, a.Close())
 	}
@@ -176,6 +182,7 @@ func (a *App) replicaOptions(url, path string) replica.Options {
 		// On Lambda a lease still held by a dead predecessor answers 503s
 		// until it expires; locally a second runner fails at start.
 		StartWithoutLease: a.Config.OnLambda,
+		RestoreProgress:   a.progress.Restore,
 	}
 }
 
@@ -365,6 +372,7 @@ func (a *App) reopenLog(ctx context.Context) error {
 				return fmt.Errorf("rebuild projection %s after the reload: %w", name, err)
 			}
 		}
+		a.rebuilt(ctx)
 	}
 	return nil
 }

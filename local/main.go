@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,9 +30,11 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
+	rebuild := flag.String("rebuild", "", "comma-separated projections to empty and replay from the log before serving, or all")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *addr, os.Getenv, func(url string) {
+	opts := runOptions{addr: *addr, rebuild: splitNames(*rebuild), progress: os.Stderr}
+	err := runWith(ctx, opts, os.Getenv, func(url string) {
 		fmt.Printf("eventcore local runner on %s\n", url)
 		fmt.Printf("dashboard: %s/\n", url)
 		fmt.Printf("try:\n  curl -s -X POST %s/commands/open-account -d '{\"account\":\"alice\",\"owner\":\"Alice\"}'\n", url)
@@ -43,10 +46,26 @@ func main() {
 	}
 }
 
-// run serves until ctx ends, then stops accepting, finishes the requests in
-// flight and closes the databases. ready is called with the base URL once
-// the server listens.
+// run serves on addr until ctx ends, then stops accepting, finishes the
+// requests in flight and closes the databases. ready is called with the
+// base URL once the server listens.
 func run(ctx context.Context, addr string, getenv func(string) string, ready func(url string)) error {
+	return runWith(ctx, runOptions{addr: addr, progress: os.Stderr}, getenv, ready)
+}
+
+// runOptions are the flags of the runner.
+type runOptions struct {
+	addr    string
+	rebuild []string // projections to rebuild before serving ("all": every one)
+	// progress is where long work (a restore, a rebuild) draws its bar
+	// when it is a terminal, or always with forceProgress.
+	progress      io.Writer
+	forceProgress bool
+}
+
+// runWith is run with every flag.
+func runWith(ctx context.Context, opts runOptions, getenv func(string) string, ready func(url string)) error {
+	addr := opts.addr
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := config.Load(getenv)
 	if err != nil {
@@ -54,11 +73,14 @@ func run(ctx context.Context, addr string, getenv func(string) string, ready fun
 	}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	a, err := app.Open(ctx, cfg, reg, logger)
+	a, err := app.OpenWithProgress(ctx, cfg, reg, logger, newProgress(ctx, opts.progress, opts.forceProgress))
 	if err != nil {
 		return err
 	}
 	defer func() { _ = a.Close() }() // after Shutdown below, a no-op
+	if err := rebuild(ctx, a, opts.rebuild, opts.progress, opts.forceProgress); err != nil {
+		return fmt.Errorf("-rebuild: %w", err)
+	}
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
