@@ -29,10 +29,33 @@ type Projector interface {
 	// in a transaction each time a Runner opens, and must be idempotent.
 	Setup(ctx context.Context, tx *sql.Tx) error
 	// Apply applies one event inside the batch's transaction. An error
-	// invokes the projector's FailurePolicy for that event.
+	// invokes the projector's FailurePolicy for that event. The Runner
+	// applies a batch's events without a savepoint each; when one fails,
+	// the batch's writes are rolled back and its events applied again one
+	// at a time, each in a savepoint (the first failure counts as the
+	// event's first try), so Apply must have no effect outside tx.
 	Apply(ctx context.Context, tx *sql.Tx, r eventlog.Record) error
 	// Reset deletes every row of the read model, for a rebuild.
 	Reset(ctx context.Context, tx *sql.Tx) error
+}
+
+// BatchProjector is implemented by projectors that apply a whole batch at
+// once, for speed: a fold in memory that writes each touched row once per
+// batch instead of once per event. The Runner then calls ApplyBatch with
+// every batch, and Apply only to apply events one at a time after a batch
+// failed.
+type BatchProjector interface {
+	Projector
+	// ApplyBatch applies recs (1 to BatchSize events in position order,
+	// only of the projector's types when it is a TypeFilter) inside the
+	// batch's transaction, with the same effect as Apply on each in turn.
+	// It must not keep recs. When it fails, the Runner rolls back what it
+	// wrote and applies the same events again one at a time with Apply,
+	// each in a savepoint, so that the FailurePolicy meets the failing
+	// event alone (a batch's failure is not counted as a try of any event,
+	// except in a batch of one event). It must therefore have no effect
+	// outside tx.
+	ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
 }
 
 // TypeFilter is implemented by projectors that want only some event types;

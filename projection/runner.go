@@ -580,15 +580,17 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 	if rep.Checkpoint >= target {
 		return rep, false, nil
 	}
-	// The lease is taken in a transaction of its own, so that other
-	// Runners see it while the batches run; the last batch gives it back
-	// in its own transaction.
-	if err := r.acquire(ctx, name); err != nil {
+	// A short catch-up takes the lease in its one batch's transaction, so
+	// that it is one commit. A longer one takes it in a transaction of its
+	// own first, so that other Runners see it while the batches run. The
+	// last batch gives it back in its own transaction.
+	take, err := r.leaseFor(ctx, name, rep.Checkpoint, target)
+	if err != nil {
 		return rep, false, err
 	}
-	released := false
+	held := !take // the lease is committed as this Runner's
 	defer func() {
-		if !released {
+		if held {
 			r.release(ctx, name)
 		}
 	}()
@@ -599,9 +601,9 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 		if ctx.Err() != nil {
 			return rep, progressed, ctxEnd(ctx, name, progressed)
 		}
-		res, err := r.runBatch(ctx, e, types, policy, target)
-		released = res.released
+		res, err := r.runBatch(ctx, e, types, policy, target, rep.Checkpoint, take)
 		if res.committed {
+			held, take = !res.released, false
 			e.signal()
 			progressed = true
 			rep.Applied += res.applied
@@ -624,14 +626,28 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 			if head <= rep.Checkpoint {
 				return rep, progressed, nil
 			}
-			if err := r.acquire(ctx, name); err != nil {
+			target = head
+			if take, err = r.leaseFor(ctx, name, rep.Checkpoint, target); err != nil {
 				return rep, progressed, err
 			}
-			released, target = false, head
+			held = !take
 		case res.done:
 			return rep, progressed, nil
 		}
 	}
+}
+
+// leaseFor prepares a catch-up from cp to target: when it fits in one
+// batch it only checks that no other Runner holds the lease, and answers
+// take, for the batch to take it; otherwise it takes the lease in a
+// transaction of its own. Errors: ErrLocked; a database error.
+func (r *Runner) leaseFor(ctx context.Context, name string, cp, target eventlog.Position) (take bool, err error) {
+	if target-cp > eventlog.Position(r.batch) {
+		return false, r.acquire(ctx, name)
+	}
+	// A read first: a lease held elsewhere answers ErrLocked without
+	// waiting for the write lock, which its holder may have for a while.
+	return true, r.checkLease(ctx, r.db, name)
 }
 
 // ctxEnd is CatchUp's answer when ctx ended before the target.
@@ -747,212 +763,31 @@ func (r *Runner) release(ctx context.Context, name string) {
 	}
 }
 
-// batchResult is what one batch did.
-type batchResult struct {
-	committed        bool
-	done             bool // the target is reached or the log has no more events
-	applied, skipped int
-	checkpoint       eventlog.Position
-	released         bool // the lease was given back with the batch
-}
-
-// runBatch runs one batch in one transaction, renewing the lease; a batch
-// that reaches the end gives it back in the same transaction.
-func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy FailurePolicy, target eventlog.Position) (res batchResult, err error) {
-	name := e.name
-	tx, err := r.beginWrite(ctx)
-	if err != nil {
-		return res, fmt.Errorf("projection %q: begin batch: %w", name, err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := r.renewLease(ctx, tx.Tx, name); err != nil {
-		return res, err
-	}
-	cp, err := readCheckpoint(ctx, tx, name)
-	if err != nil {
-		return res, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
-	}
-	if cp >= target {
-		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
-			return res, err
-		}
-		if err := tx.Commit(); err != nil {
-			return res, fmt.Errorf("projection %q: commit: %w", name, err)
-		}
-		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil
-	}
-	// The head before the feed: every event up to it was committed before
-	// the feed query, so a short answer has shown every match up to it.
-	head, err := r.store.Head(ctx)
-	if err != nil {
-		return res, fmt.Errorf("projection %q: read head: %w", name, err)
-	}
-	recs, err := r.store.ReadFeed(ctx, eventlog.FeedQuery{After: cp, Limit: r.batch, Types: types})
-	if err != nil {
-		return res, fmt.Errorf("projection %q: read feed after %d: %w", name, cp, err)
-	}
-	full := len(recs) == r.batch
-	beyond := false
-	for i, rec := range recs {
-		if rec.Position > target {
-			recs, beyond = recs[:i], true
-			break
-		}
-	}
-
-	next := cp
-	var stopped *StoppedError
-	for _, rec := range recs {
-		tries, applyErr, err := r.apply(ctx, tx.Tx, e, policy, rec)
-		if err != nil {
-			return res, err
-		}
-		if applyErr == nil {
-			res.applied++
-			next = rec.Position
-			continue
-		}
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("projection %q: position %d: %w", name, rec.Position, ctx.Err())
-		}
-		if policy.Strategy == Skip {
-			if err := r.deadLetter(ctx, tx.Tx, name, rec, applyErr); err != nil {
-				return res, err
-			}
-			res.skipped++
-			next = rec.Position
-			continue
-		}
-		stopped = &StoppedError{Projection: name, Position: rec.Position, Stream: rec.Stream, Type: rec.Type, Tries: tries, Err: applyErr}
-		next = rec.Position - 1
-		break
-	}
-	if stopped == nil {
-		switch {
-		case beyond:
-			next = target
-		case !full:
-			next = max(next, min(head, target))
-		}
-	}
-	if next > cp {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET position = excluded.position`, name, int64(next)); err != nil {
-			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
-		}
-	}
-	done := stopped == nil && (next >= target || !full)
-	if done {
-		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
-			return res, err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return res, fmt.Errorf("projection %q: commit batch: %w", name, err)
-	}
-	res.committed = true
-	res.checkpoint = next
-	res.released = done
-	r.log.DebugContext(ctx, "projection batch committed", "projection", name, "from", cp, "to", next,
-		"applied", res.applied, "skipped", res.skipped)
-	if stopped != nil {
-		return res, stopped
-	}
-	res.done = done
-	return res, nil
-}
-
-// dropLease gives this Runner's lease back inside a batch's transaction.
-func (r *Runner) dropLease(ctx context.Context, tx *sql.Tx, name string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = $1 AND owner = $2`, name, r.owner); err != nil {
-		return fmt.Errorf("projection %q: give the lease back: %w", name, err)
-	}
-	return nil
-}
-
-// apply runs Apply on rec inside a savepoint, again under Retry, and
-// returns how many times it ran and Apply's last error. err is a failure
-// of the transaction itself, which ends the batch.
-func (r *Runner) apply(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, rec eventlog.Record) (tries int, applyErr, err error) {
-	attempts := 1
-	if policy.Strategy == Retry {
-		attempts += policy.Retries
-	}
-	wait := policy.Backoff
-	for tries = 1; ; tries++ {
-		applyErr, err = applyInSavepoint(withDialect(ctx, r.dialect), tx, e.p, rec)
-		if err != nil {
-			return tries, applyErr, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, err)
-		}
-		if applyErr == nil || tries >= attempts || ctx.Err() != nil {
-			return tries, applyErr, nil
-		}
-		r.log.WarnContext(ctx, "projection event failed; retrying", "projection", e.name, "position", rec.Position,
-			"type", rec.Type, "try", tries, "wait", wait, "error", applyErr.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return tries, applyErr, nil
-		}
-		wait = min(2*wait, maxBackoff)
-	}
-}
-
-// applyInSavepoint runs Apply; when it fails, its changes are rolled back
-// and its error returned as applyErr.
-func applyInSavepoint(ctx context.Context, tx *sql.Tx, p Projector, rec eventlog.Record) (applyErr, err error) {
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT projection_apply`); err != nil {
-		return nil, err
-	}
-	applyErr = p.Apply(ctx, tx, rec)
-	if applyErr != nil {
-		if _, err := tx.ExecContext(ctx, `ROLLBACK TO projection_apply`); err != nil {
-			return applyErr, fmt.Errorf("roll back failed event (%w): %w", applyErr, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `RELEASE projection_apply`); err != nil {
-		return applyErr, err
-	}
-	return applyErr, nil
-}
-
-func (r *Runner) deadLetter(ctx context.Context, tx *sql.Tx, name string, rec eventlog.Record, applyErr error) error {
-	r.log.WarnContext(ctx, "projection event skipped", "projection", name, "position", rec.Position,
-		"type", rec.Type, "stream", rec.Stream.String(), "error", applyErr.Error())
-	_, err := tx.ExecContext(ctx, `INSERT INTO projection_dead_letters
-		(projection, position, stream, version, type, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		name, int64(rec.Position), rec.Stream.String(), int64(rec.Version), rec.Type, applyErr.Error(),
-		time.Now().UnixMicro())
-	if err != nil {
-		return fmt.Errorf("projection %q: record dead letter at %d: %w", name, rec.Position, err)
-	}
-	return nil
-}
-
-// CatchUpAll runs CatchUp (until the head) on every projection, in order,
-// and returns their reports in the same order. A projection's error,
-// ErrLocked or any other, does not keep the others from running: the
-// errors are joined (errors.Is finds each). When ctx ends, the projections
-// not yet started are left for the next call, and ctx's error is returned
-// only if no batch of any projection was committed during the call.
+// CatchUpAll runs CatchUp (until the head) on every projection, all at
+// once, each in its own transactions (on SQLite they still write one at a
+// time, but one reads the feed while another writes), and returns their
+// reports in the order of Names. A projection's error, ErrLocked or any
+// other, does not keep the others from running: the errors are joined
+// (errors.Is finds each). When ctx has ended before the call, nothing
+// runs; when it ends during the call, ctx's error is returned only if no
+// batch of any projection was committed during the call.
 func (r *Runner) CatchUpAll(ctx context.Context) ([]Report, error) {
-	reports := make([]Report, 0, len(r.names))
-	var errs []error
-	progressed := false
-	for _, name := range r.names {
-		if ctx.Err() != nil {
-			if !progressed && len(errs) == 0 {
-				errs = append(errs, fmt.Errorf("projection: %w", ctx.Err()))
+	if ctx.Err() != nil {
+		return []Report{}, fmt.Errorf("projection: %w", ctx.Err())
+	}
+	reports := make([]Report, len(r.names))
+	errs := make([]error, len(r.names))
+	progressed := make([]bool, len(r.names))
+	var wg sync.WaitGroup
+	for i, name := range r.names {
+		wg.Go(func() { reports[i], progressed[i], errs[i] = r.catchUp(ctx, name, 0) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil && slices.Contains(progressed, true) {
+		for i, err := range errs {
+			if errors.Is(err, ctx.Err()) {
+				errs[i] = nil
 			}
-			break
-		}
-		rep, p, err := r.catchUp(ctx, name, 0)
-		reports = append(reports, rep)
-		progressed = progressed || p
-		if err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return reports, errors.Join(errs...)

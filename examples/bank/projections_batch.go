@@ -1,0 +1,183 @@
+package bank
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"strings"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/projection"
+)
+
+// The projections apply a batch as a fold in memory: each event is decoded
+// once, and rows are written with one multi-row statement per batch (per
+// maxRowsPerStatement rows), which both databases run without a named
+// prepared statement (no session state in PostgreSQL, see
+// eventlog/postgres.OpenDB) and SQLite prepares once per batch.
+
+// maxRowsPerStatement keeps a statement's parameters (7 per history row)
+// well under both databases' limits (32,766 in SQLite, 65,535 in
+// PostgreSQL).
+const maxRowsPerStatement = 1000
+
+var (
+	_ projection.BatchProjector = Balances{}
+	_ projection.BatchProjector = History{}
+)
+
+// valuesList returns "($1, $2), ($3, $4)" for rows rows of cols columns,
+// numbering from 1.
+func valuesList(rows, cols int) string {
+	var b strings.Builder
+	b.Grow(rows * cols * 6)
+	n := 1
+	for i := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j := range cols {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			n++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// decoded is a record with its event decoded.
+type decoded struct {
+	rec eventlog.Record
+	ev  Event
+}
+
+// decodeAll decodes recs and lists the accounts they touch, each once, in
+// the order first touched.
+func decodeAll(recs []eventlog.Record) ([]decoded, []string, error) {
+	out := make([]decoded, len(recs))
+	seen := make(map[string]struct{}, len(recs))
+	var accounts []string
+	for i, r := range recs {
+		ev, err := decodeRecord(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[i] = decoded{rec: r, ev: ev}
+		if _, ok := seen[ev.AccountID()]; !ok {
+			seen[ev.AccountID()] = struct{}{}
+			accounts = append(accounts, ev.AccountID())
+		}
+	}
+	return out, accounts, nil
+}
+
+// ApplyBatch implements projection.BatchProjector: the batch's movements
+// are summed per account in memory, and each touched account is written
+// once.
+func (Balances) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	evs, accounts, err := decodeAll(recs)
+	if err != nil {
+		return err
+	}
+	type change struct{ delta, position int64 }
+	changes := make(map[string]*change, len(accounts))
+	for _, d := range evs {
+		c := changes[d.ev.AccountID()]
+		if c == nil {
+			c = &change{}
+			changes[d.ev.AccountID()] = c
+		}
+		c.delta += movementOf(d.ev).delta
+		c.position = int64(d.rec.Position)
+	}
+	for start := 0; start < len(accounts); start += maxRowsPerStatement {
+		chunk := accounts[start:min(start+maxRowsPerStatement, len(accounts))]
+		args := make([]any, 0, 3*len(chunk))
+		for _, a := range chunk {
+			c := changes[a]
+			args = append(args, a, c.delta, c.position)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES `+valuesList(len(chunk), 3)+`
+			ON CONFLICT (account) DO UPDATE SET balance = bank_balances.balance + excluded.balance, position = excluded.position`,
+			args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ApplyBatch implements projection.BatchProjector: the balance before the
+// batch of every touched account is read in one statement, the running
+// balances are computed in memory, and the rows inserted with one
+// statement.
+func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	evs, accounts, err := decodeAll(recs)
+	if err != nil {
+		return err
+	}
+	balances, err := lastBalances(ctx, tx, accounts)
+	if err != nil {
+		return err
+	}
+	for start := 0; start < len(evs); start += maxRowsPerStatement {
+		chunk := evs[start:min(start+maxRowsPerStatement, len(evs))]
+		args := make([]any, 0, 7*len(chunk))
+		for _, d := range chunk {
+			m := movementOf(d.ev)
+			id := d.ev.AccountID()
+			balances[id] += m.delta
+			var counterparty any
+			if m.counterparty != "" {
+				counterparty = m.counterparty
+			}
+			args = append(args, id, int64(d.rec.Position), d.rec.Type, m.amount, balances[id], counterparty, d.rec.RecordedAt.UnixMicro())
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_history (account, position, type, amount, balance, counterparty, recorded_at)
+			VALUES `+valuesList(len(chunk), 7), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lastBalances reads the balance after the last history row of each
+// account (0 for an account without one), one statement per
+// maxRowsPerStatement accounts; each is a lookup of the primary key's last
+// entry for the account.
+func lastBalances(ctx context.Context, tx *sql.Tx, accounts []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(accounts))
+	for start := 0; start < len(accounts); start += maxRowsPerStatement {
+		chunk := accounts[start:min(start+maxRowsPerStatement, len(accounts))]
+		args := make([]any, len(chunk))
+		for i, a := range chunk {
+			args[i] = a
+		}
+		rows, err := tx.QueryContext(ctx, `WITH touched (account) AS (VALUES `+valuesList(len(chunk), 1)+`)
+			SELECT touched.account, (SELECT bank_history.balance FROM bank_history WHERE bank_history.account = touched.account
+				ORDER BY bank_history.position DESC LIMIT 1) FROM touched`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var account string
+			var balance sql.NullInt64
+			if err := rows.Scan(&account, &balance); err != nil {
+				_ = rows.Close()
+				return nil, err
+			}
+			out[account] = balance.Int64
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,319 @@
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/eventcore-go/eventcore/eventlog"
+)
+
+// batchResult is what one batch did.
+type batchResult struct {
+	committed        bool
+	done             bool // the target is reached or the log has no more events
+	applied, skipped int
+	checkpoint       eventlog.Position
+	released         bool // the lease was given back with the batch
+}
+
+// feedPage is the events of a batch read before its transaction.
+type feedPage struct {
+	after eventlog.Position // the checkpoint the page was read after
+	head  eventlog.Position // the head read before the feed
+	recs  []eventlog.Record
+}
+
+// readPage reads up to BatchSize events after cp, and the head before them:
+// every event up to that head was committed before the feed query, so a
+// short answer has shown every match up to it.
+func (r *Runner) readPage(ctx context.Context, name string, types []string, cp eventlog.Position) (feedPage, error) {
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		return feedPage{}, fmt.Errorf("projection %q: read head: %w", name, err)
+	}
+	recs, err := r.store.ReadFeed(ctx, eventlog.FeedQuery{After: cp, Limit: r.batch, Types: types})
+	if err != nil {
+		return feedPage{}, fmt.Errorf("projection %q: read feed after %d: %w", name, cp, err)
+	}
+	return feedPage{after: cp, head: head, recs: recs}, nil
+}
+
+// runBatch runs one batch in one transaction. It takes the lease in that
+// transaction when take is set, and renews it otherwise; a batch that
+// reaches the end gives it back in the same transaction. The events are
+// read before the transaction begins, after the checkpoint cp read before
+// it too (so that on SQLite the feed is read while another projection
+// writes), and read again inside it if the checkpoint has moved meanwhile.
+func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy FailurePolicy, target, cp eventlog.Position, take bool) (res batchResult, err error) {
+	name := e.name
+	var page feedPage
+	if cp < target {
+		if page, err = r.readPage(ctx, name, types, cp); err != nil {
+			return res, err
+		}
+	}
+	tx, err := r.beginWrite(ctx)
+	if err != nil {
+		return res, fmt.Errorf("projection %q: begin batch: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if take {
+		err = r.takeLease(ctx, tx.Tx, name)
+	} else {
+		err = r.renewLease(ctx, tx.Tx, name)
+	}
+	if err != nil {
+		return res, err
+	}
+	if cp, err = readCheckpoint(ctx, tx, name); err != nil {
+		return res, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+	}
+	if cp >= target {
+		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
+			return res, err
+		}
+		if err := tx.Commit(); err != nil {
+			return res, fmt.Errorf("projection %q: commit: %w", name, err)
+		}
+		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil
+	}
+	if page.recs == nil || page.after != cp {
+		if page, err = r.readPage(ctx, name, types, cp); err != nil {
+			return res, err
+		}
+	}
+	recs := page.recs
+	full := len(recs) == r.batch
+	beyond := false
+	for i, rec := range recs {
+		if rec.Position > target {
+			recs, beyond = recs[:i], true
+			break
+		}
+	}
+
+	out, err := r.applyAll(ctx, tx.Tx, e, policy, recs, cp)
+	if err != nil {
+		return res, err
+	}
+	res.applied, res.skipped = out.applied, out.skipped
+	next := out.next
+	if out.stopped == nil {
+		switch {
+		case beyond:
+			next = target
+		case !full:
+			next = max(next, min(page.head, target))
+		}
+	}
+	if next > cp {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET position = excluded.position`, name, int64(next)); err != nil {
+			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
+		}
+	}
+	done := out.stopped == nil && (next >= target || !full)
+	if done {
+		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
+			return res, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("projection %q: commit batch: %w", name, err)
+	}
+	res.committed = true
+	res.checkpoint = next
+	res.released = done
+	r.log.DebugContext(ctx, "projection batch committed", "projection", name, "from", cp, "to", next,
+		"applied", res.applied, "skipped", res.skipped)
+	if out.stopped != nil {
+		return res, out.stopped
+	}
+	res.done = done
+	return res, nil
+}
+
+// dropLease gives this Runner's lease back inside a batch's transaction.
+func (r *Runner) dropLease(ctx context.Context, tx *sql.Tx, name string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM projection_leases WHERE name = $1 AND owner = $2`, name, r.owner); err != nil {
+		return fmt.Errorf("projection %q: give the lease back: %w", name, err)
+	}
+	return nil
+}
+
+// applied is what applyAll did with a batch's events.
+type applied struct {
+	applied, skipped int
+	next             eventlog.Position // the last position taken into account
+	stopped          *StoppedError     // the event the batch stopped at, if any
+}
+
+// applyAll applies recs, the events after checkpoint cp, inside tx. It
+// first applies them all at once (ApplyBatch, or Apply on each) without a
+// savepoint per event. When that fails, everything it wrote is rolled back
+// and the events are applied one at a time, each in a savepoint under the
+// projector's FailurePolicy, up to the failing event when Apply named it
+// (its failure counts as its first try) or to the end of the batch when
+// ApplyBatch failed; the events after a known failing event go back to the
+// fast path. err is a failure of the transaction itself or ctx's end,
+// which end the batch.
+func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, recs []eventlog.Record, cp eventlog.Position) (out applied, err error) {
+	ctx = withDialect(ctx, r.dialect)
+	out.next = cp
+	for len(recs) > 0 {
+		failed, applyErr, err := applyFast(ctx, tx, e.p, recs)
+		if err != nil {
+			return out, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, err)
+		}
+		if applyErr == nil {
+			out.applied += len(recs)
+			out.next = recs[len(recs)-1].Position
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, ctx.Err())
+		}
+		end := len(recs)
+		if failed >= 0 {
+			end = failed + 1
+		}
+		for i, rec := range recs[:end] {
+			var prior error
+			if i == failed {
+				prior = applyErr
+			}
+			tries, applyErr, err := r.apply(ctx, tx, e, policy, rec, prior)
+			if err != nil {
+				return out, err
+			}
+			if applyErr == nil {
+				out.applied++
+				out.next = rec.Position
+				continue
+			}
+			if ctx.Err() != nil {
+				return out, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, ctx.Err())
+			}
+			if policy.Strategy == Skip {
+				if err := r.deadLetter(ctx, tx, e.name, rec, applyErr); err != nil {
+					return out, err
+				}
+				out.skipped++
+				out.next = rec.Position
+				continue
+			}
+			out.stopped = &StoppedError{Projection: e.name, Position: rec.Position, Stream: rec.Stream, Type: rec.Type, Tries: tries, Err: applyErr}
+			out.next = rec.Position - 1
+			return out, nil
+		}
+		recs = recs[end:]
+	}
+	return out, nil
+}
+
+// applyFast applies recs in one savepoint: with ApplyBatch when p is a
+// BatchProjector, else with Apply on each. When that fails, its writes are
+// rolled back and applyErr is the projector's error; failed is the index
+// of the failing event when known, else -1. err is a failure of the
+// transaction itself.
+func applyFast(ctx context.Context, tx *sql.Tx, p Projector, recs []eventlog.Record) (failed int, applyErr, err error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT projection_batch`); err != nil {
+		return -1, nil, err
+	}
+	failed = -1
+	if bp, ok := p.(BatchProjector); ok {
+		if applyErr = bp.ApplyBatch(ctx, tx, recs); applyErr != nil && len(recs) == 1 {
+			failed = 0
+		}
+	} else {
+		for i, rec := range recs {
+			if applyErr = p.Apply(ctx, tx, rec); applyErr != nil {
+				failed = i
+				break
+			}
+		}
+	}
+	if applyErr != nil {
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO projection_batch`); err != nil {
+			return failed, applyErr, fmt.Errorf("roll back failed batch (%w): %w", applyErr, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE projection_batch`); err != nil {
+		return failed, applyErr, err
+	}
+	return failed, applyErr, nil
+}
+
+// apply runs Apply on rec inside a savepoint, again under Retry, and
+// returns how many times it ran and Apply's last error. prior, when not
+// nil, is the error of a try already made (in the fast path): it counts as
+// the first try. err is a failure of the transaction itself, which ends
+// the batch.
+func (r *Runner) apply(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, rec eventlog.Record, prior error) (tries int, applyErr, err error) {
+	attempts := 1
+	if policy.Strategy == Retry {
+		attempts += policy.Retries
+	}
+	wait := policy.Backoff
+	if prior != nil {
+		tries, applyErr = 1, prior
+	}
+	for {
+		if tries > 0 {
+			if tries >= attempts || ctx.Err() != nil {
+				return tries, applyErr, nil
+			}
+			r.log.WarnContext(ctx, "projection event failed; retrying", "projection", e.name, "position", rec.Position,
+				"type", rec.Type, "try", tries, "wait", wait, "error", applyErr.Error())
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return tries, applyErr, nil
+			}
+			wait = min(2*wait, maxBackoff)
+		}
+		tries++
+		applyErr, err = applyInSavepoint(ctx, tx, e.p, rec)
+		if err != nil {
+			return tries, applyErr, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, err)
+		}
+		if applyErr == nil {
+			return tries, nil, nil
+		}
+	}
+}
+
+// applyInSavepoint runs Apply; when it fails, its changes are rolled back
+// and its error returned as applyErr.
+func applyInSavepoint(ctx context.Context, tx *sql.Tx, p Projector, rec eventlog.Record) (applyErr, err error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT projection_apply`); err != nil {
+		return nil, err
+	}
+	applyErr = p.Apply(ctx, tx, rec)
+	if applyErr != nil {
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO projection_apply`); err != nil {
+			return applyErr, fmt.Errorf("roll back failed event (%w): %w", applyErr, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE projection_apply`); err != nil {
+		return applyErr, err
+	}
+	return applyErr, nil
+}
+
+func (r *Runner) deadLetter(ctx context.Context, tx *sql.Tx, name string, rec eventlog.Record, applyErr error) error {
+	r.log.WarnContext(ctx, "projection event skipped", "projection", name, "position", rec.Position,
+		"type", rec.Type, "stream", rec.Stream.String(), "error", applyErr.Error())
+	_, err := tx.ExecContext(ctx, `INSERT INTO projection_dead_letters
+		(projection, position, stream, version, type, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		name, int64(rec.Position), rec.Stream.String(), int64(rec.Version), rec.Type, applyErr.Error(),
+		time.Now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("projection %q: record dead letter at %d: %w", name, rec.Position, err)
+	}
+	return nil
+}
