@@ -348,3 +348,32 @@ func statusOf(t testing.TB, r *projection.Runner, name string) projection.Status
 	t.Fatalf("no status for %s", name)
 	return projection.Status{}
 }
+
+// batchCounter is a counter that is a BatchProjector: ApplyBatch runs the
+// counter's Apply on each event (so it writes before a failing event
+// fails) and counts its calls and the events they carried.
+type batchCounter struct {
+	*counter
+	bmu         sync.Mutex
+	batchCalls  int
+	batchEvents int
+}
+
+func (b *batchCounter) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	b.bmu.Lock()
+	b.batchCalls++
+	b.batchEvents += len(recs)
+	b.bmu.Unlock()
+	for _, r := range recs {
+		if err := b.counter.Apply(ctx, tx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *batchCounter) calls() (calls, events int) {
+	b.bmu.Lock()
+	defer b.bmu.Unlock()
+	return b.batchCalls, b.batchEvents
+}
