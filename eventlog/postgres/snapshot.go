@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,23 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 var _ eventlog.SnapshotStore = (*Store)(nil)
 
-type snapshotStream struct {
-	Stream  string `json:"stream"`
-	Version uint64 `json:"version"`
-}
-
 // LoadSnapshot implements eventlog.SnapshotStore.
 func (s *Store) LoadSnapshot(ctx context.Context, key string) (eventlog.Snapshot, bool, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return eventlog.Snapshot{}, false, err
 	}
-	defer s.inflight.Done()
-	if key == "" {
-		return eventlog.Snapshot{}, false, &eventlog.InvalidError{What: "snapshot key", Reason: "must not be empty"}
+	defer s.gate.Leave()
+	if err := storekit.CheckSnapshotKey(key); err != nil {
+		return eventlog.Snapshot{}, false, err
 	}
 	var streams string
 	var state []byte
@@ -37,46 +32,23 @@ func (s *Store) LoadSnapshot(ctx context.Context, key string) (eventlog.Snapshot
 	if err != nil {
 		return eventlog.Snapshot{}, false, readErr("load snapshot", ctx, err)
 	}
-	var decoded []snapshotStream
-	if err := json.Unmarshal([]byte(streams), &decoded); err != nil {
-		return eventlog.Snapshot{}, false, fmt.Errorf("postgres: load snapshot %q: streams: %w", key, err)
+	decoded, err := storekit.DecodeSnapshotStreams([]byte(streams))
+	if err != nil {
+		return eventlog.Snapshot{}, false, fmt.Errorf("postgres: load snapshot %q: %w", key, err)
 	}
-	snap := eventlog.Snapshot{Key: key, State: state, Streams: make([]eventlog.ExpectedVersion, len(decoded))}
-	for i, d := range decoded {
-		id, err := eventlog.NewStreamID(d.Stream)
-		if err != nil {
-			return eventlog.Snapshot{}, false, fmt.Errorf("postgres: load snapshot %q: %w", key, err)
-		}
-		snap.Streams[i] = eventlog.ExpectedVersion{Stream: id, Version: eventlog.Version(d.Version)}
-	}
-	return snap, true, nil
+	return eventlog.Snapshot{Key: key, State: state, Streams: decoded}, true, nil
 }
 
 // SaveSnapshot implements eventlog.SnapshotStore. It is one statement of
 // its own, outside the group commit: snapshots take no log lock.
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot) error {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.inflight.Done()
-	if snap.Key == "" {
-		return &eventlog.InvalidError{What: "snapshot key", Reason: "must not be empty"}
-	}
-	if len(snap.Streams) == 0 {
-		return &eventlog.InvalidError{What: "snapshot", Reason: "covers no streams"}
-	}
-	streams := make([]snapshotStream, len(snap.Streams))
-	var total uint64
-	for i, e := range snap.Streams {
-		if e.Stream.IsZero() {
-			return &eventlog.InvalidError{What: "snapshot", Reason: "has an empty stream id"}
-		}
-		streams[i] = snapshotStream{Stream: e.Stream.String(), Version: uint64(e.Version)}
-		total += uint64(e.Version)
-	}
-	enc, err := json.Marshal(streams)
+	defer s.gate.Leave()
+	enc, total, err := storekit.EncodeSnapshot(snap)
 	if err != nil {
-		return fmt.Errorf("postgres: save snapshot %q: %w", snap.Key, err)
+		return err
 	}
 	state := snap.State
 	if state == nil {

@@ -42,13 +42,13 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 // Store is an eventlog.Store in a PostgreSQL database. Use Open to make one.
@@ -58,9 +58,7 @@ type Store struct {
 	log  *slog.Logger
 	com  *committer
 
-	mu       sync.RWMutex // guards closed; held for reading while a call starts
-	closed   bool
-	inflight sync.WaitGroup // calls in progress; Close waits for them
+	gate storekit.Gate // calls in progress; Close waits for them
 }
 
 var _ eventlog.Store = (*Store)(nil)
@@ -111,28 +109,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 // database directly. It is closed by Close.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// enter registers a call; it fails with ErrClosed after Close.
-func (s *Store) enter() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return eventlog.ErrClosed
-	}
-	s.inflight.Add(1)
-	return nil
-}
-
 // Close waits for calls in progress (appends already accepted are
 // committed), stops the committer and closes the pool. It is idempotent.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.gate.Close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.inflight.Wait()
 	s.com.close()
 	s.pool.Close()
 	return nil
@@ -143,10 +125,10 @@ func (s *Store) Close() error {
 // a transaction it runs to completion whatever ctx does, and ctx's error is
 // returned only when it was withdrawn before (nothing recorded).
 func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return eventlog.AppendResult{}, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := req.Validate(); err != nil {
 		return eventlog.AppendResult{}, err
 	}
@@ -196,10 +178,10 @@ func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after 
 const recordColumns = `position, stream_id, version, type, data::text, metadata::text, recorded_at`
 
 func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) ([]eventlog.Record, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events
 		WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3`,
 		stream.String(), int64(after), readPageSize)
@@ -216,10 +198,10 @@ func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, af
 // StreamVersions implements eventlog.Store. It reads every version with one
 // statement, so from one snapshot.
 func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	ids := make([]string, len(streams))
 	for i, st := range streams {
 		if st.IsZero() {
@@ -253,10 +235,10 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 
 // ReadFeed implements eventlog.Store.
 func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.Record, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
@@ -293,10 +275,10 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 
 // LookupCommand implements eventlog.Store.
 func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog.Record, bool, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, false, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := eventlog.ValidateCommandID(commandID); err != nil {
 		return nil, false, err
 	}
@@ -322,10 +304,10 @@ func (s *Store) lookupCommand(ctx context.Context, commandID string) ([]eventlog
 
 // Head implements eventlog.Store.
 func (s *Store) Head(ctx context.Context) (eventlog.Position, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return 0, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	var head int64
 	if err := s.pool.QueryRow(ctx, `SELECT position FROM log_head`).Scan(&head); err != nil {
 		return 0, readErr("head", ctx, err)

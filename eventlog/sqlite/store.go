@@ -29,13 +29,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	driver "modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/eventcore-go/eventcore/eventlog"
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 //go:embed migrations/*.sql
@@ -55,9 +55,7 @@ type Store struct {
 	// known answers probes of the streams this process wrote.
 	known *known
 
-	mu       sync.RWMutex // guards closed; held for reading while a call starts
-	closed   bool
-	inflight sync.WaitGroup // calls in progress; Close waits for them
+	gate storekit.Gate // calls in progress; Close waits for them
 }
 
 var _ eventlog.Store = (*Store)(nil)
@@ -154,28 +152,12 @@ func (s *Store) Path() string { return s.path }
 // the file directly. Its connections refuse writes.
 func (s *Store) DB() *sql.DB { return s.read }
 
-// enter registers a call; it fails with ErrClosed after Close.
-func (s *Store) enter() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return eventlog.ErrClosed
-	}
-	s.inflight.Add(1)
-	return nil
-}
-
 // Close waits for calls in progress, stops the writer and closes the
 // database. It is idempotent.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.gate.Close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.inflight.Wait()
 	var werr error
 	if s.writer != nil {
 		werr = s.writer.close()
@@ -186,10 +168,10 @@ func (s *Store) Close() error {
 
 // Append implements eventlog.Store.
 func (s *Store) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return eventlog.AppendResult{}, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := req.Validate(); err != nil {
 		return eventlog.AppendResult{}, err
 	}
@@ -245,10 +227,10 @@ func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after 
 }
 
 func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) ([]eventlog.Record, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	rows, err := s.readStream.QueryContext(ctx, stream.String(), int64(after), readPageSize)
 	if err != nil {
 		return nil, s.readErr("read stream", ctx, err)
@@ -274,10 +256,10 @@ const maxParams = 500
 
 // StreamVersions implements eventlog.Store.
 func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	for _, st := range streams {
 		if st.IsZero() {
 			return nil, &eventlog.InvalidError{What: "stream id", Reason: "must not be empty"}
@@ -369,10 +351,10 @@ func (s *Store) versionsOf(ctx context.Context, q queryer, ids []string, found f
 
 // ReadFeed implements eventlog.Store.
 func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.Record, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
@@ -423,10 +405,10 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 
 // LookupCommand implements eventlog.Store.
 func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog.Record, bool, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, false, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	if err := eventlog.ValidateCommandID(commandID); err != nil {
 		return nil, false, err
 	}
@@ -449,10 +431,10 @@ func (s *Store) LookupCommand(ctx context.Context, commandID string) ([]eventlog
 
 // Head implements eventlog.Store.
 func (s *Store) Head(ctx context.Context) (eventlog.Position, error) {
-	if err := s.enter(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return 0, err
 	}
-	defer s.inflight.Done()
+	defer s.gate.Leave()
 	var head int64
 	if err := s.head.QueryRowContext(ctx).Scan(&head); err != nil {
 		return 0, s.readErr("head", ctx, err)
