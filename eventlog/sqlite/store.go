@@ -202,28 +202,9 @@ const readPageSize = 512
 
 // ReadStream implements eventlog.Store.
 func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) iter.Seq2[eventlog.Record, error] {
-	return func(yield func(eventlog.Record, error) bool) {
-		if stream.IsZero() {
-			yield(eventlog.Record{}, &eventlog.InvalidError{What: "stream id", Reason: "must not be empty"})
-			return
-		}
-		for {
-			page, err := s.readStreamPage(ctx, stream, after)
-			if err != nil {
-				yield(eventlog.Record{}, err)
-				return
-			}
-			for _, r := range page {
-				if !yield(r, nil) {
-					return
-				}
-			}
-			if len(page) < readPageSize {
-				return
-			}
-			after = page[len(page)-1].Version
-		}
-	}
+	return storekit.ReadPages(stream, after, readPageSize, func(after eventlog.Version) ([]eventlog.Record, error) {
+		return s.readStreamPage(ctx, stream, after)
+	})
 }
 
 func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, after eventlog.Version) ([]eventlog.Record, error) {
