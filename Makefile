@@ -53,8 +53,8 @@ bench-plot: $(BIN)/aws-lambda-rie build-host ## run the benchmarks that have cur
 	$(GO) test -run '^$$' -bench 'BenchmarkManagedInstances' -benchtime 500x ./functions/ > $(PLOT_RUNS)/managed.txt || { cat $(PLOT_RUNS)/managed.txt; exit 1; }
 	$(GO) run ./cmd/benchplot -o $(PLOT_DIR) $(PLOT_RUNS)/*.txt
 
-bench-postgres: ## run the PostgreSQL transfer benchmarks on a throw-away local cluster
-	.ci/postgres run $(GO) test -run '^$$' -bench Transfers -benchtime $(PG_BENCHTIME) -count $(BENCHCOUNT) ./eventlog/postgres/
+bench-postgres: ## run the PostgreSQL transfer benchmarks (store, executor, raw SQL) on a throw-away local cluster
+	.ci/postgres run $(GO) test -p 1 -run '^$$' -bench Transfers -benchtime $(PG_BENCHTIME) -count $(BENCHCOUNT) ./eventlog/postgres/ ./examples/bank/bankbench/
 
 lint: $(GOLANGCI) ## go vet and golangci-lint
 	$(GO) vet ./...
