@@ -365,7 +365,7 @@ func (b *batchCounter) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventl
 	b.batchEvents += len(recs)
 	b.bmu.Unlock()
 	for _, r := range recs {
-		if err := b.counter.Apply(ctx, tx, r); err != nil {
+		if err := b.Apply(ctx, tx, r); err != nil {
 			return err
 		}
 	}

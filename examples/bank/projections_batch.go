@@ -11,15 +11,26 @@ import (
 )
 
 // The projections apply a batch as a fold in memory: each event is decoded
-// once, and rows are written with one multi-row statement per batch (per
-// maxRowsPerStatement rows), which both databases run without a named
-// prepared statement (no session state in PostgreSQL, see
-// eventlog/postgres.OpenDB) and SQLite prepares once per batch.
+// once, and rows are written with multi-row statements (rowsPerStatement
+// rows each), which PostgreSQL runs without a named prepared statement (no
+// session state, see eventlog/postgres.OpenDB), in one round trip per
+// statement.
 
-// maxRowsPerStatement keeps a statement's parameters (7 per history row)
-// well under both databases' limits (32,766 in SQLite, 65,535 in
-// PostgreSQL).
-const maxRowsPerStatement = 1000
+// rowsPerStatement is how many rows of cols columns one statement writes:
+// in PostgreSQL up to 1,000 (7,000 parameters for history, well under its
+// 65,535), one round trip; in SQLite up to sqliteMaxParams parameters, as
+// binding a parameter costs a walk of the statement's parameter list.
+func rowsPerStatement(ctx context.Context, cols int) int {
+	if projection.DialectOf(ctx) == projection.SQLite {
+		return max(1, sqliteMaxParams/cols)
+	}
+	return 1000
+}
+
+// sqliteMaxParams is the most parameters of one SQLite statement of the
+// batch path: fewer make more statements to prepare, more make binding
+// each slower (64 measured best of 8 to 1,024).
+const sqliteMaxParams = 64
 
 var (
 	_ projection.BatchProjector = Balances{}
@@ -27,8 +38,14 @@ var (
 )
 
 // valuesList returns "($1, $2), ($3, $4)" for rows rows of cols columns,
-// numbering from 1.
-func valuesList(rows, cols int) string {
+// numbering from 1; on SQLite "(?1, ?2), (?3, ?4)": SQLite takes $N for a
+// parameter's name, which it looks up among the statement's names, a cost
+// that grows with their number.
+func valuesList(ctx context.Context, rows, cols int) string {
+	mark := byte('$')
+	if projection.DialectOf(ctx) == projection.SQLite {
+		mark = '?'
+	}
 	var b strings.Builder
 	b.Grow(rows * cols * 6)
 	n := 1
@@ -41,7 +58,7 @@ func valuesList(rows, cols int) string {
 			if j > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteByte('$')
+			b.WriteByte(mark)
 			b.WriteString(strconv.Itoa(n))
 			n++
 		}
@@ -95,14 +112,15 @@ func (Balances) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 		c.delta += movementOf(d.ev).delta
 		c.position = int64(d.rec.Position)
 	}
-	for start := 0; start < len(accounts); start += maxRowsPerStatement {
-		chunk := accounts[start:min(start+maxRowsPerStatement, len(accounts))]
+	per := rowsPerStatement(ctx, 3)
+	for start := 0; start < len(accounts); start += per {
+		chunk := accounts[start:min(start+per, len(accounts))]
 		args := make([]any, 0, 3*len(chunk))
 		for _, a := range chunk {
 			c := changes[a]
 			args = append(args, a, c.delta, c.position)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES `+valuesList(len(chunk), 3)+`
+		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES `+valuesList(ctx, len(chunk), 3)+`
 			ON CONFLICT (account) DO UPDATE SET balance = bank_balances.balance + excluded.balance, position = excluded.position`,
 			args...); err != nil {
 			return err
@@ -124,8 +142,9 @@ func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 	if err != nil {
 		return err
 	}
-	for start := 0; start < len(evs); start += maxRowsPerStatement {
-		chunk := evs[start:min(start+maxRowsPerStatement, len(evs))]
+	per := rowsPerStatement(ctx, 7)
+	for start := 0; start < len(evs); start += per {
+		chunk := evs[start:min(start+per, len(evs))]
 		args := make([]any, 0, 7*len(chunk))
 		for _, d := range chunk {
 			m := movementOf(d.ev)
@@ -138,7 +157,7 @@ func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 			args = append(args, id, int64(d.rec.Position), d.rec.Type, m.amount, balances[id], counterparty, d.rec.RecordedAt.UnixMicro())
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_history (account, position, type, amount, balance, counterparty, recorded_at)
-			VALUES `+valuesList(len(chunk), 7), args...); err != nil {
+			VALUES `+valuesList(ctx, len(chunk), 7), args...); err != nil {
 			return err
 		}
 	}
@@ -147,17 +166,18 @@ func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 
 // lastBalances reads the balance after the last history row of each
 // account (0 for an account without one), one statement per
-// maxRowsPerStatement accounts; each is a lookup of the primary key's last
+// rowsPerStatement accounts; each is a lookup of the primary key's last
 // entry for the account.
 func lastBalances(ctx context.Context, tx *sql.Tx, accounts []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(accounts))
-	for start := 0; start < len(accounts); start += maxRowsPerStatement {
-		chunk := accounts[start:min(start+maxRowsPerStatement, len(accounts))]
+	per := rowsPerStatement(ctx, 1)
+	for start := 0; start < len(accounts); start += per {
+		chunk := accounts[start:min(start+per, len(accounts))]
 		args := make([]any, len(chunk))
 		for i, a := range chunk {
 			args[i] = a
 		}
-		rows, err := tx.QueryContext(ctx, `WITH touched (account) AS (VALUES `+valuesList(len(chunk), 1)+`)
+		rows, err := tx.QueryContext(ctx, `WITH touched (account) AS (VALUES `+valuesList(ctx, len(chunk), 1)+`)
 			SELECT touched.account, (SELECT bank_history.balance FROM bank_history WHERE bank_history.account = touched.account
 				ORDER BY bank_history.position DESC LIMIT 1) FROM touched`, args...)
 		if err != nil {
