@@ -34,7 +34,7 @@ var Charts = []Chart{
 		XLabel: "events in the stream", YLabel: "µs per command", LogX: true, LogY: true, LegendLeft: true},
 	{File: "bench-managed.png", Title: "transfers through Lambda Managed Instances under the emulator (functions)",
 		Bench: "ManagedInstances", Unit: "commands/s", X: "concurrency", Series: []string{"mode"},
-		XLabel: "invocations at once", YLabel: "commands/s", LogX: true},
+		XLabel: "invocations at once", YLabel: "commands/s", LogX: true, LegendLeft: true},
 }
 
 // lines groups the chart's points into named lines sorted by x. A point
