@@ -433,10 +433,14 @@ func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Po
 // projection wait for each other instead (with ctx): a call that waited
 // usually finds the work done.
 //
-// Each batch is one transaction: it renews the lease, re-reads the
-// checkpoint, reads up to BatchSize events after it (only the projector's
-// types when it is a TypeFilter), applies each inside a savepoint and
-// writes the new checkpoint. An event whose Apply fails has its changes
+// Each batch is one transaction: it renews the lease (or, for a catch-up
+// that fits in one batch, takes it), re-reads the checkpoint, applies up
+// to BatchSize events after it (only the projector's types when it is a
+// TypeFilter; read before the transaction began, and again if the
+// checkpoint moved meanwhile) all at once, with ApplyBatch for a
+// BatchProjector, and writes the new checkpoint. When that fails, the
+// batch's changes are rolled back and its events applied one at a time,
+// each in a savepoint. An event whose Apply fails there has its changes
 // rolled back and meets the projector's FailurePolicy: Retry tries it
 // again, waiting Backoff and then twice as long each time (the batch's
 // transaction stays open meanwhile); Skip records a dead letter and goes
