@@ -109,26 +109,46 @@ func (w *committer) loop() {
 	}
 }
 
-// commit runs batch and delivers every outcome. When the statement fails
-// for a reason other than a retried one, nothing was written, and the
-// appends are run again one by one, so that one append's failure (data the
-// server refuses) never fails another.
+// commit runs batch and delivers every outcome. When the server refused
+// the statement (it rolled back: nothing was written) for a reason other
+// than a retried one, the appends are run again one by one, so that one
+// append's failure (data the server refuses) never fails another. When the
+// outcome is unknown (the connection broke after the statement was sent,
+// or the batch ran out of time), the statement may have committed: running
+// the appends again would find their own events and answer conflicts, and
+// a caller's retry would apply them twice. Every append of the batch then
+// fails with eventlog.ErrStorageUnavailable instead.
 func (w *committer) commit(batch []*appendCall) {
 	outcomes, err := w.run(batch)
-	if err != nil && len(batch) > 1 {
+	if err != nil && len(batch) > 1 && refusedByServer(err) {
 		for _, c := range batch {
 			w.commit([]*appendCall{c})
 		}
 		return
 	}
 	for i, c := range batch {
-		if err != nil {
+		switch {
+		case err == nil:
+			c.done <- outcomes[i]
+		case refusedByServer(err):
 			c.done <- appendOutcome{err: fmt.Errorf("postgres: append: %w", err)}
-			continue
+		default:
+			c.done <- appendOutcome{err: fmt.Errorf("postgres: append: outcome unknown: %w: %w", eventlog.ErrStorageUnavailable, err)}
 		}
-		c.done <- outcomes[i]
 	}
 }
+
+// refusedByServer reports whether err is PostgreSQL's answer to the
+// statement, which the server rolled back.
+func refusedByServer(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
+}
+
+// batchTimeout bounds one run of a batch's statement: a connection that
+// stalls without breaking (a failover, a NAT that forgot it) must not hold
+// its appends for as long as TCP keepalive takes.
+const batchTimeout = 30 * time.Second
 
 // Retry bounds of a batch that PostgreSQL aborted for a transient reason.
 const (
@@ -142,12 +162,14 @@ const (
 // concurrently, or a connection lost before the statement was sent.
 func (w *committer) run(batch []*appendCall) ([]appendOutcome, error) {
 	// The statement runs to completion once its calls are taken: a caller
-	// that gives up must not leave it with an unknown outcome.
-	ctx := context.Background()
+	// that gives up must not leave it with an unknown outcome. Only
+	// batchTimeout ends it.
 	backoff := retryBackoffMin
 	for attempt := 1; ; attempt++ {
 		now := time.Now().UTC().Truncate(time.Microsecond)
+		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 		outcomes, err := w.exec(ctx, batch, now)
+		cancel()
 		if err == nil {
 			return outcomes, nil
 		}
@@ -191,8 +213,14 @@ func (w *committer) exec(ctx context.Context, batch []*appendCall, now time.Time
 }
 
 // retryable reports whether a failed batch wrote nothing and may succeed
-// when run again.
+// when run again: a deadlock or a serialization failure, a command id
+// another batch recorded first, or a connection that failed before the
+// statement was sent (a cluster resuming from a pause, a proxy restarting).
 func retryable(err error) bool {
+	var connect *pgconn.ConnectError
+	if errors.As(err, &connect) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
