@@ -802,6 +802,7 @@ func testReadFeedQueries(t *testing.T, s eventlog.Store) {
 		{{"order-1", "OrderShipped"}},
 		{{"customer-1", "CustomerMoved"}, {"order-10", "OrderPaid"}, {"order-2", "OrderPlaced"}},
 		{{"cafe/1", "OrderPlaced"}, {"cafê/1", "OrderPlaced"}},
+		{{"группа-1", "OrderPlaced"}, {"грусть-1", "OrderPlaced"}, {"грv-1", "OrderPlaced"}},
 	}
 	var all []eventlog.Record
 	for i, evs := range appends {
@@ -843,6 +844,8 @@ func testReadFeedQueries(t *testing.T, s eventlog.Store) {
 		{"prefix ending in a multibyte character", eventlog.FeedQuery{Limit: 100, StreamPrefix: "café"}},
 		{"non-ASCII prefix", eventlog.FeedQuery{Limit: 100, StreamPrefix: "café/"}},
 		{"prefix of one letter", eventlog.FeedQuery{Limit: 100, StreamPrefix: "c"}},
+		{"prefix whose last byte is 0xBF", eventlog.FeedQuery{Limit: 100, StreamPrefix: "груп"}},
+		{"prefix ending in a two-byte letter", eventlog.FeedQuery{Limit: 100, StreamPrefix: "гру"}},
 		{"types and prefix", eventlog.FeedQuery{Limit: 100, Types: []string{"OrderPlaced", "OrderPaid"}, StreamPrefix: "order-1"}},
 		{"everything combined", eventlog.FeedQuery{After: 3, Limit: 2, Types: []string{"OrderPlaced", "OrderPaid", "CustomerMoved"}, StreamPrefix: "order"}},
 	}

@@ -43,6 +43,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -234,12 +235,13 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 	}
 	if q.StreamPrefix != "" {
 		// A range on the (stream_id, version) index, in byte order
-		// (COLLATE "C"); no byte of valid UTF-8 is 0xFF, so incrementing
-		// the last byte gives the bound.
-		upper := []byte(q.StreamPrefix)
-		upper[len(upper)-1]++
-		args = append(args, q.StreamPrefix, string(upper))
-		fmt.Fprintf(&text, " AND stream_id >= $%d AND stream_id < $%d", len(args)-1, len(args))
+		// (COLLATE "C").
+		args = append(args, q.StreamPrefix)
+		fmt.Fprintf(&text, " AND stream_id >= $%d", len(args))
+		if upper, ok := prefixUpperBound(q.StreamPrefix); ok {
+			args = append(args, upper)
+			fmt.Fprintf(&text, " AND stream_id < $%d", len(args))
+		}
 	}
 	args = append(args, q.Limit)
 	fmt.Fprintf(&text, " ORDER BY position LIMIT $%d", len(args))
@@ -332,4 +334,22 @@ func readErr(op string, ctx context.Context, err error) error {
 		return err
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// prefixUpperBound returns the least valid UTF-8 string above every string
+// that starts with prefix: prefix with its last rune incremented (UTF-8's
+// byte order is code-point order), skipping the surrogates, which UTF-8
+// cannot encode. A prefix ending in the last code point has no such bound
+// (false). Incrementing the last byte instead can make invalid UTF-8
+// (a last byte of 0xBF), which PostgreSQL refuses.
+func prefixUpperBound(prefix string) (string, bool) {
+	r, size := utf8.DecodeLastRuneInString(prefix)
+	next := r + 1
+	if next >= 0xD800 && next <= 0xDFFF {
+		next = 0xE000
+	}
+	if next > utf8.MaxRune {
+		return "", false
+	}
+	return prefix[:len(prefix)-size] + string(next), true
 }
