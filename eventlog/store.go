@@ -72,3 +72,15 @@ type Store interface {
 	// after Close fail with ErrClosed. Close is idempotent.
 	Close() error
 }
+
+// VersionProber is an optional capability of a Store, found by type
+// assertion, for executors' warm probes. ProbeVersions answers like
+// StreamVersions (same errors, same concurrency rules) but may answer from
+// what the process knows of its own appends, without a query: then it can
+// lag behind appends made by other processes since the store last checked
+// for them, within a bound the store documents. Versions only grow, so a
+// lagging answer is lower than the truth, and an append that expects it is
+// refused with ErrConflict: it can cost a retry, never a wrong write.
+type VersionProber interface {
+	ProbeVersions(ctx context.Context, streams []StreamID) ([]Version, error)
+}

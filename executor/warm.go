@@ -88,7 +88,7 @@ func (x *execution[S, E]) resume(ctx context.Context, e cache.Entry, outcome Cac
 	for i, s := range e.Streams {
 		probe[i] = s.Stream
 	}
-	versions, err := x.store.StreamVersions(ctx, probe)
+	versions, err := x.probe(ctx, probe)
 	if err != nil {
 		return nil, fmt.Errorf("executor: probe stream versions: %w", err)
 	}
@@ -409,6 +409,16 @@ type recalledStream[E any] struct {
 	admitted bool             // no log yet, but the stream's events are worth keeping
 }
 
+// probe asks the store the current versions of streams, through its
+// VersionProber capability when it has one: a lagging answer costs a
+// retry, never a wrong write.
+func (x *execution[S, E]) probe(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	if p, ok := x.store.(eventlog.VersionProber); ok {
+		return p.ProbeVersions(ctx, streams)
+	}
+	return x.store.StreamVersions(ctx, streams)
+}
+
 // probeCachedStreams asks the store, in one call, the versions of the
 // streams whose events the cache has, so that reading them costs no call
 // each.
@@ -424,7 +434,7 @@ func (x *execution[S, E]) probeCachedStreams(ctx context.Context, a *attempt[S],
 	if len(cached) == 0 {
 		return nil
 	}
-	versions, err := x.store.StreamVersions(ctx, cached)
+	versions, err := x.probe(ctx, cached)
 	if err != nil {
 		return fmt.Errorf("executor: probe stream versions: %w", err)
 	}
@@ -461,7 +471,7 @@ func (x *execution[S, E]) recall(ctx context.Context, a *attempt[S], s eventlog.
 	// unless they are not from this log.
 	current, probed := a.probedVersion(s)
 	if !probed || current < cached {
-		versions, err := x.store.StreamVersions(ctx, []eventlog.StreamID{s})
+		versions, err := x.probe(ctx, []eventlog.StreamID{s})
 		if err != nil {
 			return recalledStream[E]{}, fmt.Errorf("executor: probe stream versions: %w", err)
 		}

@@ -18,7 +18,8 @@ const (
 
 // Store wraps an eventlog.Store and times its operations, and counts the
 // appends refused by a version conflict or failed by the storage. It keeps the
-// wrapped store's SnapshotStore capability when it has one.
+// wrapped store's SnapshotStore capability when it has one, and its
+// VersionProber capability (as StreamVersions when it has none).
 type Store struct {
 	eventlog.Store
 	m *Metrics
@@ -69,6 +70,16 @@ func (s *Store) ReadStream(ctx context.Context, stream eventlog.StreamID, after 
 // StreamVersions implements eventlog.Store: the cache's probe.
 func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
 	defer s.m.observeStore(OpProbe, time.Now())
+	return s.Store.StreamVersions(ctx, streams)
+}
+
+// ProbeVersions implements eventlog.VersionProber with the wrapped store's
+// capability, or its StreamVersions when it has none.
+func (s *Store) ProbeVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	defer s.m.observeStore(OpProbe, time.Now())
+	if p, ok := s.Store.(eventlog.VersionProber); ok {
+		return p.ProbeVersions(ctx, streams)
+	}
 	return s.Store.StreamVersions(ctx, streams)
 }
 

@@ -35,7 +35,7 @@ func appendAt(s *Store, stream string, expected eventlog.Version) (eventlog.Appe
 
 func versionOf(t *testing.T, s *Store, stream string) eventlog.Version {
 	t.Helper()
-	v, err := s.StreamVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID(stream)})
+	v, err := s.ProbeVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID(stream)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,8 +58,26 @@ func TestProbesOfWrittenStreamsNeedNoQuery(t *testing.T) {
 	if got := versionOf(t, a, "mine"); got != 3 {
 		t.Fatalf("version of a written stream %d, want 3", got)
 	}
-	if _, err := a.StreamVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID("mine"), eventlog.MustStreamID("other")}); err == nil {
+	if _, err := a.ProbeVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID("mine"), eventlog.MustStreamID("other")}); err == nil {
 		t.Fatal("a probe that includes a stream this process never wrote did not ask the database")
+	}
+}
+
+// StreamVersions itself never answers from memory: right after another
+// process appended, it sees the append, where a probe may not.
+func TestStreamVersionsReadsTheDatabase(t *testing.T) {
+	a, b := openTwo(t)
+	for v := range eventlog.Version(3) {
+		if _, err := appendAt(a, "mine", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := appendAt(b, "mine", 3); err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.StreamVersions(context.Background(), []eventlog.StreamID{eventlog.MustStreamID("mine")})
+	if err != nil || v[0] != 4 {
+		t.Fatalf("StreamVersions %v %v right after another process appended; want 4", v, err)
 	}
 }
 

@@ -58,7 +58,10 @@ type Store struct {
 	gate storekit.Gate // calls in progress; Close waits for them
 }
 
-var _ eventlog.Store = (*Store)(nil)
+var (
+	_ eventlog.Store         = (*Store)(nil)
+	_ eventlog.VersionProber = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the event log at path and brings its
 // schema up to date. Two processes may open the same new file at once: the
@@ -235,8 +238,21 @@ func (s *Store) readStreamPage(ctx context.Context, stream eventlog.StreamID, af
 // limit.
 const maxParams = 500
 
-// StreamVersions implements eventlog.Store.
+// StreamVersions implements eventlog.Store: it reads the database.
 func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	return s.streamVersions(ctx, streams, false)
+}
+
+// ProbeVersions implements eventlog.VersionProber: it answers from the
+// versions this process's writer committed while they are trusted (no
+// other process's commit seen by the writer's last check, at most a
+// second ago; see known), and from the database otherwise. Another
+// process's appends since that check are not seen.
+func (s *Store) ProbeVersions(ctx context.Context, streams []eventlog.StreamID) ([]eventlog.Version, error) {
+	return s.streamVersions(ctx, streams, true)
+}
+
+func (s *Store) streamVersions(ctx context.Context, streams []eventlog.StreamID, fromMemory bool) ([]eventlog.Version, error) {
 	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
@@ -253,7 +269,7 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	if err := ctx.Err(); err != nil {
 		return nil, s.readErr("stream versions", ctx, err)
 	}
-	if s.known.lookup(streams, out) {
+	if fromMemory && s.known.lookup(streams, out) {
 		return out, nil
 	}
 	index := make(map[string][]int, len(streams))
