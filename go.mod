@@ -24,7 +24,7 @@ require (
 	pgregory.net/rapid v1.3.0
 )
 
-require github.com/anishathalye/porcupine v1.3.1 // indirect
+require github.com/anishathalye/porcupine v1.3.1
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
