@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -215,7 +216,30 @@ func (s *Store) StreamVersions(ctx context.Context, streams []eventlog.StreamID)
 	return out, nil
 }
 
+// Feed windows: ReadFeed reads the positions after q.After in windows,
+// the first feedWindowPages times the limit wide (at least
+// feedWindowMin), each next one twice as wide up to feedWindowMax.
+const (
+	feedWindowPages = 4
+	feedWindowMin   = 1024
+	feedWindowMax   = 1 << 20
+)
+
 // ReadFeed implements eventlog.Store.
+//
+// Each query is bounded to a window of positions (position > after AND
+// position <= after + width), so that whatever plan the server takes (an
+// ordered walk of the primary key, or a range of the (type, position)
+// index for each type and a sort), a query costs at most its window, never
+// every later event of the types asked for: a reader far behind would
+// otherwise pay more for each page the further behind it is, and so would
+// a table whose statistics are missing or stale. Positions are gapless, so
+// a window of width w holds w events. A window that answers fewer than the
+// limit is followed by the next, wider one until the limit is met or the
+// window has passed the head (read once, after the first short window).
+// Events are immutable and positions are taken in commit order, so the
+// windows' answers, each from its own snapshot, join into a prefix of the
+// feed.
 func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.Record, error) {
 	if err := s.gate.Enter(); err != nil {
 		return nil, err
@@ -225,8 +249,8 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 		return nil, err
 	}
 	var text strings.Builder
-	text.WriteString(`SELECT ` + recordColumns + ` FROM events WHERE position > $1`)
-	args := []any{int64(q.After)}
+	text.WriteString(`SELECT ` + recordColumns + ` FROM events WHERE position > $1 AND position <= $2`)
+	args := []any{int64(0), int64(0)}
 	if len(q.Types) > 0 {
 		types := append([]string(nil), q.Types...)
 		sort.Strings(types)
@@ -243,17 +267,42 @@ func (s *Store) ReadFeed(ctx context.Context, q eventlog.FeedQuery) ([]eventlog.
 			fmt.Fprintf(&text, " AND stream_id < $%d", len(args))
 		}
 	}
-	args = append(args, q.Limit)
+	args = append(args, 0)
 	fmt.Fprintf(&text, " ORDER BY position LIMIT $%d", len(args))
-	rows, err := s.pool.Query(ctx, text.String(), args...)
-	if err != nil {
-		return nil, readErr("read feed", ctx, err)
+	limitArg := len(args) - 1
+
+	var out []eventlog.Record
+	after := int64(q.After)
+	width := max(int64(feedWindowPages)*int64(q.Limit), feedWindowMin)
+	head := int64(-1)
+	for {
+		hi := after + width
+		if hi < after { // past the largest position
+			hi = math.MaxInt64
+		}
+		args[0], args[1], args[limitArg] = after, hi, q.Limit-len(out)
+		rows, err := s.pool.Query(ctx, text.String(), args...)
+		if err != nil {
+			return nil, readErr("read feed", ctx, err)
+		}
+		page, err := collectRecords(rows)
+		if err != nil {
+			return nil, readErr("read feed", ctx, err)
+		}
+		out = append(out, page...)
+		if len(out) >= q.Limit {
+			return out, nil
+		}
+		if head < 0 {
+			if err := s.pool.QueryRow(ctx, `SELECT position FROM log_head`).Scan(&head); err != nil {
+				return nil, readErr("read feed", ctx, err)
+			}
+		}
+		if hi >= head {
+			return out, nil
+		}
+		after, width = hi, min(2*width, feedWindowMax)
 	}
-	out, err := collectRecords(rows)
-	if err != nil {
-		return nil, readErr("read feed", ctx, err)
-	}
-	return out, nil
 }
 
 // LookupCommand implements eventlog.Store.
