@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/eventcore-go/eventcore/eventlog"
@@ -22,12 +24,61 @@ type batchResult struct {
 type feedPage struct {
 	after eventlog.Position // the checkpoint the page was read after
 	head  eventlog.Position // the head read before the feed
-	recs  []eventlog.Record
+	recs  []eventlog.Record // the projection's events of the page
+	full  bool              // the feed answered a whole batch
+	last  eventlog.Position // the position of the feed's last answer, 0 when none
 }
 
-// readPage reads up to BatchSize events after cp, and the head before them:
+// feedReader reads a projection's pages of the feed: by itself, or
+// through a feedShare that reads each page once for every projection of a
+// CatchUpAll.
+type feedReader struct {
+	r     *Runner
+	name  string
+	types []string            // the projection's types; nil means all
+	want  map[string]struct{} // the same as a set; nil means all
+	share *feedShare          // nil: read alone
+}
+
+func (r *Runner) newFeedReader(e *entry, share *feedShare) *feedReader {
+	f := &feedReader{r: r, name: e.name, types: eventTypes(e.p), share: share}
+	if len(f.types) > 0 {
+		f.want = make(map[string]struct{}, len(f.types))
+		for _, t := range f.types {
+			f.want[t] = struct{}{}
+		}
+	}
+	return f
+}
+
+// page reads up to BatchSize events after cp, and the head before them:
 // every event up to that head was committed before the feed query, so a
-// short answer has shown every match up to it.
+// short answer has shown every match up to it. A shared page read for
+// another projection serves only when it is full or its head has reached
+// target, so that a short page still means the target is reached.
+func (f *feedReader) page(ctx context.Context, cp, target eventlog.Position) (feedPage, error) {
+	if f.share == nil {
+		return f.r.readPage(ctx, f.name, f.types, cp)
+	}
+	page, err := f.share.read(ctx, f, cp, target)
+	if err != nil {
+		return page, err
+	}
+	if f.want == nil {
+		return page, nil
+	}
+	recs := make([]eventlog.Record, 0, len(page.recs))
+	for _, rec := range page.recs {
+		if _, ok := f.want[rec.Type]; ok {
+			recs = append(recs, rec)
+		}
+	}
+	page.recs = recs
+	return page, nil
+}
+
+// readPage reads up to BatchSize events of types after cp, and the head
+// before them.
 func (r *Runner) readPage(ctx context.Context, name string, types []string, cp eventlog.Position) (feedPage, error) {
 	head, err := r.store.Head(ctx)
 	if err != nil {
@@ -37,7 +88,102 @@ func (r *Runner) readPage(ctx context.Context, name string, types []string, cp e
 	if err != nil {
 		return feedPage{}, fmt.Errorf("projection %q: read feed after %d: %w", name, cp, err)
 	}
-	return feedPage{after: cp, head: head, recs: recs}, nil
+	page := feedPage{after: cp, head: head, recs: recs, full: len(recs) == r.batch}
+	if len(recs) > 0 {
+		page.last = recs[len(recs)-1].Position
+	}
+	return page, nil
+}
+
+// feedShare lets the projections of one CatchUpAll read each page of the
+// feed once: a page is read with the union of their types, kept until
+// each projection has taken it (or until newer pages push it out), and
+// each projection keeps its own events of it. Each still applies its page
+// in its own transaction, under its own lease and checkpoint; a failed
+// read is never shared (the next taker reads again).
+type feedShare struct {
+	types []string // the union of the projections' types; nil means all
+	users int      // the projections sharing
+	keep  int      // the most pages kept
+
+	mu    sync.Mutex
+	pages map[eventlog.Position]*sharedPage // by the position read after
+	order []eventlog.Position               // keys, oldest first
+}
+
+type sharedPage struct {
+	done  chan struct{} // closed when page and err are set
+	page  feedPage
+	err   error
+	taken int
+}
+
+func (r *Runner) newFeedShare(names []string) *feedShare {
+	s := &feedShare{users: len(names), keep: 2*len(names) + 2, pages: make(map[eventlog.Position]*sharedPage)}
+	seen := map[string]bool{}
+	for _, name := range names {
+		types := eventTypes(r.entries[name].p)
+		if len(types) == 0 {
+			s.types = nil
+			return s
+		}
+		for _, t := range types {
+			if !seen[t] {
+				seen[t] = true
+				s.types = append(s.types, t)
+			}
+		}
+	}
+	return s
+}
+
+// read returns the page after cp, read with the union of the types: one
+// read or being read for another projection when it may serve, else one
+// read now (and offered to the others).
+func (s *feedShare) read(ctx context.Context, f *feedReader, cp, target eventlog.Position) (feedPage, error) {
+	s.mu.Lock()
+	if p, ok := s.pages[cp]; ok {
+		s.mu.Unlock()
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return feedPage{}, fmt.Errorf("projection %q: read feed after %d: %w", f.name, cp, ctx.Err())
+		}
+		s.mu.Lock()
+		if p.err == nil && (p.page.full || p.page.head >= target) {
+			if p.taken++; p.taken >= s.users && s.pages[cp] == p {
+				delete(s.pages, cp)
+			}
+			s.mu.Unlock()
+			return p.page, nil
+		}
+		if s.pages[cp] == p {
+			delete(s.pages, cp)
+		}
+	}
+	p := &sharedPage{done: make(chan struct{}), taken: 1}
+	if s.users > 1 {
+		s.pages[cp] = p
+		s.order = append(s.order, cp)
+		for len(s.pages) > s.keep && len(s.order) > 0 {
+			delete(s.pages, s.order[0])
+			s.order = s.order[1:]
+		}
+		if len(s.order) > 4*s.keep { // keys already gone
+			s.order = slices.DeleteFunc(s.order, func(k eventlog.Position) bool { _, ok := s.pages[k]; return !ok })
+		}
+	}
+	s.mu.Unlock()
+	p.page, p.err = f.r.readPage(ctx, f.name, s.types, cp)
+	if p.err != nil {
+		s.mu.Lock()
+		if s.pages[cp] == p {
+			delete(s.pages, cp)
+		}
+		s.mu.Unlock()
+	}
+	close(p.done)
+	return p.page, p.err
 }
 
 // runBatch runs one batch in one transaction. It takes the lease in that
@@ -46,11 +192,12 @@ func (r *Runner) readPage(ctx context.Context, name string, types []string, cp e
 // read before the transaction begins, after the checkpoint cp read before
 // it too (so that on SQLite the feed is read while another projection
 // writes), and read again inside it if the checkpoint has moved meanwhile.
-func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy FailurePolicy, target, cp eventlog.Position, take bool) (res batchResult, err error) {
+func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, policy FailurePolicy, target, cp eventlog.Position, take bool) (res batchResult, err error) {
 	name := e.name
 	var page feedPage
-	if cp < target {
-		if page, err = r.readPage(ctx, name, types, cp); err != nil {
+	read := cp < target
+	if read {
+		if page, err = feed.page(ctx, cp, target); err != nil {
 			return res, err
 		}
 	}
@@ -79,14 +226,16 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 		}
 		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil
 	}
-	if page.recs == nil || page.after != cp {
-		if page, err = r.readPage(ctx, name, types, cp); err != nil {
+	if !read || page.after != cp {
+		if page, err = feed.page(ctx, cp, target); err != nil {
 			return res, err
 		}
 	}
 	recs := page.recs
-	full := len(recs) == r.batch
-	beyond := false
+	full := page.full
+	// A page read with other projections' types too may run beyond the
+	// target without an event of this projection's types beyond it.
+	beyond := full && page.last > target
 	for i, rec := range recs {
 		if rec.Position > target {
 			recs, beyond = recs[:i], true
@@ -106,6 +255,9 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, types []string, policy 
 			next = target
 		case !full:
 			next = max(next, min(page.head, target))
+		default:
+			// The page's events of other types are passed over.
+			next = max(next, page.last)
 		}
 	}
 	if next > cp {

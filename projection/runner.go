@@ -466,7 +466,7 @@ func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Po
 // as said above; a store or database error, with the batches before it
 // committed.
 func (r *Runner) CatchUp(ctx context.Context, name string, until eventlog.Position) (Report, error) {
-	rep, _, err := r.catchUp(ctx, name, until)
+	rep, _, err := r.catchUp(ctx, name, until, nil)
 	return rep, err
 }
 
@@ -551,8 +551,9 @@ func waitError(ctx context.Context, name string, pos eventlog.Position, err erro
 	return err
 }
 
-// catchUp is CatchUp, also saying whether a batch was committed.
-func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Position) (rep Report, progressed bool, err error) {
+// catchUp is CatchUp, also saying whether a batch was committed. share,
+// when not nil, is the feed's pages shared with other projections.
+func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Position, share *feedShare) (rep Report, progressed bool, err error) {
 	rep.Name = name
 	e, err := r.entry(name)
 	if err != nil {
@@ -599,13 +600,13 @@ func (r *Runner) catchUp(ctx context.Context, name string, until eventlog.Positi
 		}
 	}()
 
-	types := eventTypes(e.p)
+	feed := r.newFeedReader(e, share)
 	policy := policyOf(e.p)
 	for {
 		if ctx.Err() != nil {
 			return rep, progressed, ctxEnd(ctx, name, progressed)
 		}
-		res, err := r.runBatch(ctx, e, types, policy, target, rep.Checkpoint, take)
+		res, err := r.runBatch(ctx, e, feed, policy, target, rep.Checkpoint, take)
 		if res.committed {
 			held, take = !res.released, false
 			e.signal()
@@ -782,9 +783,10 @@ func (r *Runner) CatchUpAll(ctx context.Context) ([]Report, error) {
 	reports := make([]Report, len(r.names))
 	errs := make([]error, len(r.names))
 	progressed := make([]bool, len(r.names))
+	share := r.newFeedShare(r.names)
 	var wg sync.WaitGroup
 	for i, name := range r.names {
-		wg.Go(func() { reports[i], progressed[i], errs[i] = r.catchUp(ctx, name, 0) })
+		wg.Go(func() { reports[i], progressed[i], errs[i] = r.catchUp(ctx, name, 0, share) })
 	}
 	wg.Wait()
 	if ctx.Err() != nil && slices.Contains(progressed, true) {
