@@ -192,8 +192,12 @@ func (s *feedShare) read(ctx context.Context, f *feedReader, cp, target eventlog
 // read before the transaction begins, after the checkpoint cp read before
 // it too (so that on SQLite the feed is read while another projection
 // writes), and read again inside it if the checkpoint has moved meanwhile.
+//
+// The batch's events are first applied without a savepoint (on SQLite a
+// savepoint journals every page the batch changes); when that fails, the
+// transaction is rolled back and the batch runs again in a new one, where
+// the events are applied as applyAll does after a failure.
 func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, policy FailurePolicy, target, cp eventlog.Position, take bool) (res batchResult, err error) {
-	name := e.name
 	var page feedPage
 	read := cp < target
 	if read {
@@ -201,9 +205,23 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 			return res, err
 		}
 	}
+	res, failure, err := r.batchTx(ctx, e, feed, policy, target, cp, take, &page, read, nil)
+	if failure == nil {
+		return res, err
+	}
+	res, _, err = r.batchTx(ctx, e, feed, policy, target, cp, take, &page, true, failure)
+	return res, err
+}
+
+// batchTx is runBatch's transaction, with the page read before it (when
+// read is set); failure is the first try's failure when this is the
+// second, and the answer when this first try failed (nothing committed).
+func (r *Runner) batchTx(ctx context.Context, e *entry, feed *feedReader, policy FailurePolicy, target, cp eventlog.Position, take bool, pg *feedPage, read bool, known *fastFailure) (res batchResult, failure *fastFailure, err error) {
+	name := e.name
+	page := *pg
 	tx, err := r.beginWrite(ctx)
 	if err != nil {
-		return res, fmt.Errorf("projection %q: begin batch: %w", name, err)
+		return res, nil, fmt.Errorf("projection %q: begin batch: %w", name, err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	if take {
@@ -212,24 +230,25 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 		err = r.renewLease(ctx, tx.Tx, name)
 	}
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	if cp, err = readCheckpoint(ctx, tx, name); err != nil {
-		return res, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
+		return res, nil, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
 	}
 	if cp >= target {
 		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
-			return res, err
+			return res, nil, err
 		}
 		if err := tx.Commit(); err != nil {
-			return res, fmt.Errorf("projection %q: commit: %w", name, err)
+			return res, nil, fmt.Errorf("projection %q: commit: %w", name, err)
 		}
-		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil
+		return batchResult{committed: true, done: true, checkpoint: cp, released: true}, nil, nil
 	}
 	if !read || page.after != cp {
 		if page, err = feed.page(ctx, cp, target); err != nil {
-			return res, err
+			return res, nil, err
 		}
+		*pg = page
 	}
 	recs := page.recs
 	full := page.full
@@ -243,9 +262,9 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 		}
 	}
 
-	out, err := r.applyAll(ctx, tx.Tx, e, policy, recs, cp)
-	if err != nil {
-		return res, err
+	out, failure, err := r.applyAll(ctx, tx.Tx, e, policy, recs, cp, known)
+	if err != nil || failure != nil {
+		return res, failure, err
 	}
 	res.applied, res.skipped = out.applied, out.skipped
 	next := out.next
@@ -263,17 +282,17 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 	if next > cp {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
 			ON CONFLICT (name) DO UPDATE SET position = excluded.position`, name, int64(next)); err != nil {
-			return res, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
+			return res, nil, fmt.Errorf("projection %q: write checkpoint: %w", name, err)
 		}
 	}
 	done := out.stopped == nil && (next >= target || !full)
 	if done {
 		if err := r.dropLease(ctx, tx.Tx, name); err != nil {
-			return res, err
+			return res, nil, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return res, fmt.Errorf("projection %q: commit batch: %w", name, err)
+		return res, nil, fmt.Errorf("projection %q: commit batch: %w", name, err)
 	}
 	res.committed = true
 	res.checkpoint = next
@@ -281,10 +300,10 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 	r.log.DebugContext(ctx, "projection batch committed", "projection", name, "from", cp, "to", next,
 		"applied", res.applied, "skipped", res.skipped)
 	if out.stopped != nil {
-		return res, out.stopped
+		return res, nil, out.stopped
 	}
 	res.done = done
-	return res, nil
+	return res, nil, nil
 }
 
 // dropLease gives this Runner's lease back inside a batch's transaction.
@@ -302,30 +321,66 @@ type applied struct {
 	stopped          *StoppedError     // the event the batch stopped at, if any
 }
 
-// applyAll applies recs, the events after checkpoint cp, inside tx. It
-// first applies them all at once (ApplyBatch, or Apply on each) without a
-// savepoint per event. When that fails, everything it wrote is rolled back
-// and the events are applied one at a time, each in a savepoint under the
-// projector's FailurePolicy, up to the failing event when Apply named it
-// (its failure counts as its first try) or to the end of the batch when
-// ApplyBatch failed; the events after a known failing event go back to the
-// fast path. err is a failure of the transaction itself or ctx's end,
+// fastFailure is a batch whose events failed when applied without a
+// savepoint: its transaction is rolled back and the batch run again.
+type fastFailure struct {
+	after  eventlog.Position // the checkpoint the events were applied after
+	failed int               // the index of the failing event when known, else -1
+	err    error             // the projector's error
+}
+
+// applyAll applies recs, the events after checkpoint cp, inside tx.
+//
+// On a batch's first try (known is nil) it applies them all at once
+// (ApplyBatch, or Apply on each) without a savepoint; when that fails it
+// writes nothing more and answers failure, for the caller to roll the
+// transaction back and try again with it as known.
+//
+// Otherwise the events are applied one at a time, each in a savepoint
+// under the projector's FailurePolicy, up to the failing event when Apply
+// named it (its failure counts as its first try) or to the end of the
+// batch when ApplyBatch failed; the events after a known failing event go
+// back to the fast path, in a savepoint, where a failure is handled the
+// same way. err is a failure of the transaction itself or ctx's end,
 // which end the batch.
-func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, recs []eventlog.Record, cp eventlog.Position) (out applied, err error) {
+func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy FailurePolicy, recs []eventlog.Record, cp eventlog.Position, known *fastFailure) (out applied, failure *fastFailure, err error) {
 	ctx = withDialect(ctx, r.dialect)
 	out.next = cp
-	for len(recs) > 0 {
-		failed, applyErr, err := applyFast(ctx, tx, e.p, recs)
-		if err != nil {
-			return out, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, err)
-		}
+	if len(recs) == 0 {
+		return out, nil, nil
+	}
+	if known == nil {
+		failed, applyErr := applyEach(ctx, tx, e.p, recs)
 		if applyErr == nil {
-			out.applied += len(recs)
+			out.applied = len(recs)
 			out.next = recs[len(recs)-1].Position
-			return out, nil
+			return out, nil, nil
 		}
 		if ctx.Err() != nil {
-			return out, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, ctx.Err())
+			return out, nil, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, ctx.Err())
+		}
+		return out, &fastFailure{after: cp, failed: failed, err: applyErr}, nil
+	}
+	first := known.after == cp
+	for len(recs) > 0 {
+		var failed int
+		var applyErr error
+		if first {
+			// The first try's failure, on these same events.
+			failed, applyErr, first = known.failed, known.err, false
+		} else {
+			failed, applyErr, err = applyFast(ctx, tx, e.p, recs)
+			if err != nil {
+				return out, nil, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, err)
+			}
+			if applyErr == nil {
+				out.applied += len(recs)
+				out.next = recs[len(recs)-1].Position
+				return out, nil, nil
+			}
+			if ctx.Err() != nil {
+				return out, nil, fmt.Errorf("projection %q: apply batch after %d: %w", e.name, out.next, ctx.Err())
+			}
 		}
 		end := len(recs)
 		if failed >= 0 {
@@ -338,7 +393,7 @@ func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy Fail
 			}
 			tries, applyErr, err := r.apply(ctx, tx, e, policy, rec, prior)
 			if err != nil {
-				return out, err
+				return out, nil, err
 			}
 			if applyErr == nil {
 				out.applied++
@@ -346,11 +401,11 @@ func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy Fail
 				continue
 			}
 			if ctx.Err() != nil {
-				return out, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, ctx.Err())
+				return out, nil, fmt.Errorf("projection %q: position %d: %w", e.name, rec.Position, ctx.Err())
 			}
 			if policy.Strategy == Skip {
 				if err := r.deadLetter(ctx, tx, e.name, rec, applyErr); err != nil {
-					return out, err
+					return out, nil, err
 				}
 				out.skipped++
 				out.next = rec.Position
@@ -358,35 +413,20 @@ func (r *Runner) applyAll(ctx context.Context, tx *sql.Tx, e *entry, policy Fail
 			}
 			out.stopped = &StoppedError{Projection: e.name, Position: rec.Position, Stream: rec.Stream, Type: rec.Type, Tries: tries, Err: applyErr}
 			out.next = rec.Position - 1
-			return out, nil
+			return out, nil, nil
 		}
 		recs = recs[end:]
 	}
-	return out, nil
+	return out, nil, nil
 }
 
-// applyFast applies recs in one savepoint: with ApplyBatch when p is a
-// BatchProjector, else with Apply on each. When that fails, its writes are
-// rolled back and applyErr is the projector's error; failed is the index
-// of the failing event when known, else -1. err is a failure of the
-// transaction itself.
+// applyFast is applyEach in one savepoint: when the projector fails, its
+// writes are rolled back. err is a failure of the transaction itself.
 func applyFast(ctx context.Context, tx *sql.Tx, p Projector, recs []eventlog.Record) (failed int, applyErr, err error) {
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT projection_batch`); err != nil {
 		return -1, nil, err
 	}
-	failed = -1
-	if bp, ok := p.(BatchProjector); ok {
-		if applyErr = bp.ApplyBatch(ctx, tx, recs); applyErr != nil && len(recs) == 1 {
-			failed = 0
-		}
-	} else {
-		for i, rec := range recs {
-			if applyErr = p.Apply(ctx, tx, rec); applyErr != nil {
-				failed = i
-				break
-			}
-		}
-	}
+	failed, applyErr = applyEach(ctx, tx, p, recs)
 	if applyErr != nil {
 		if _, err := tx.ExecContext(ctx, `ROLLBACK TO projection_batch`); err != nil {
 			return failed, applyErr, fmt.Errorf("roll back failed batch (%w): %w", applyErr, err)
@@ -396,6 +436,24 @@ func applyFast(ctx context.Context, tx *sql.Tx, p Projector, recs []eventlog.Rec
 		return failed, applyErr, err
 	}
 	return failed, applyErr, nil
+}
+
+// applyEach applies recs: with ApplyBatch when p is a BatchProjector,
+// else with Apply on each. applyErr is the projector's error; failed is
+// the index of the failing event when known, else -1.
+func applyEach(ctx context.Context, tx *sql.Tx, p Projector, recs []eventlog.Record) (failed int, applyErr error) {
+	if bp, ok := p.(BatchProjector); ok {
+		if applyErr = bp.ApplyBatch(ctx, tx, recs); applyErr != nil && len(recs) == 1 {
+			return 0, applyErr
+		}
+		return -1, applyErr
+	}
+	for i, rec := range recs {
+		if applyErr = p.Apply(ctx, tx, rec); applyErr != nil {
+			return i, applyErr
+		}
+	}
+	return -1, nil
 }
 
 // apply runs Apply on rec inside a savepoint, again under Retry, and
