@@ -205,18 +205,18 @@ func (r *Runner) runBatch(ctx context.Context, e *entry, feed *feedReader, polic
 			return res, err
 		}
 	}
-	res, failure, err := r.batchTx(ctx, e, feed, policy, target, cp, take, &page, read, nil)
+	res, failure, err := r.batchTx(ctx, e, feed, policy, target, take, &page, read, nil)
 	if failure == nil {
 		return res, err
 	}
-	res, _, err = r.batchTx(ctx, e, feed, policy, target, cp, take, &page, true, failure)
+	res, _, err = r.batchTx(ctx, e, feed, policy, target, take, &page, true, failure)
 	return res, err
 }
 
 // batchTx is runBatch's transaction, with the page read before it (when
 // read is set); failure is the first try's failure when this is the
 // second, and the answer when this first try failed (nothing committed).
-func (r *Runner) batchTx(ctx context.Context, e *entry, feed *feedReader, policy FailurePolicy, target, cp eventlog.Position, take bool, pg *feedPage, read bool, known *fastFailure) (res batchResult, failure *fastFailure, err error) {
+func (r *Runner) batchTx(ctx context.Context, e *entry, feed *feedReader, policy FailurePolicy, target eventlog.Position, take bool, pg *feedPage, read bool, known *fastFailure) (res batchResult, failure *fastFailure, err error) {
 	name := e.name
 	page := *pg
 	tx, err := r.beginWrite(ctx)
@@ -232,7 +232,8 @@ func (r *Runner) batchTx(ctx context.Context, e *entry, feed *feedReader, policy
 	if err != nil {
 		return res, nil, err
 	}
-	if cp, err = readCheckpoint(ctx, tx, name); err != nil {
+	cp, err := readCheckpoint(ctx, tx, name)
+	if err != nil {
 		return res, nil, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
 	}
 	if cp >= target {
