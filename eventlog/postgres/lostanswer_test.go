@@ -117,7 +117,7 @@ func (p *cuttingProxy) pipe(client, server net.Conn) {
 // fail with ErrStorageUnavailable (outcome unknown), not be run again one
 // by one, where they would find their own events and answer conflicts
 // (and a caller's retry would record them twice). Each append is recorded
-// exactly once.
+// exactly once, and none answers a conflict.
 func TestLostAnswerIsNotRunAgain(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	direct := openStore(t, dbURL, postgres.Options{})
@@ -154,10 +154,19 @@ func TestLostAnswerIsNotRunAgain(t *testing.T) {
 	if err := <-blocked; err != nil {
 		t.Fatalf("the blocked append: %v", err)
 	}
+	// Both usually go out in the batch whose answer is lost; on a slow
+	// machine the second may come in a later batch, and succeed.
+	lost := 0
 	for range 2 {
-		if err := <-errs; !errors.Is(err, eventlog.ErrStorageUnavailable) {
-			t.Errorf("an append whose answer was lost: %v; want ErrStorageUnavailable", err)
+		switch err := <-errs; {
+		case errors.Is(err, eventlog.ErrStorageUnavailable):
+			lost++
+		case err != nil:
+			t.Errorf("an append whose answer may have been lost: %v; want ErrStorageUnavailable or success", err)
 		}
+	}
+	if lost == 0 {
+		t.Error("no append answered ErrStorageUnavailable although an answer was cut")
 	}
 	if proxy.cuts.Load() != 1 {
 		t.Fatalf("%d connections cut, want 1", proxy.cuts.Load())
