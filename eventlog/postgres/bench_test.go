@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -224,7 +222,7 @@ const (
 // benchProcesses runs b.N transfers from 4 child processes of 16 callers
 // each, the shape of many Lambda environments sharing one database.
 func benchProcesses(b *testing.B) {
-	const processes, callers = 4, 16
+	const processes = 4
 	url := pgtest.NewDatabase(b)
 	s, err := postgres.Open(context.Background(), url, postgres.Options{})
 	if err != nil {
@@ -232,42 +230,7 @@ func benchProcesses(b *testing.B) {
 	}
 	defer func() { _ = s.Close() }()
 	seedAccounts(b, s.Pool())
-	children := make([]*testproc.Child, processes)
-	for p := range processes {
-		n := b.N / processes
-		if p < b.N%processes {
-			n++
-		}
-		children[p] = testproc.Start(b, "TestBenchChild", []string{
-			benchChildURLEnv + "=" + url, benchChildNEnv + "=" + strconv.Itoa(n)})
-		if !children[p].Lines.Scan() || children[p].Lines.Text() != "ready" {
-			b.Fatalf("child %d: %s", p, children[p].Stderr())
-		}
-	}
-	b.ResetTimer()
-	start := time.Now()
-	for _, c := range children {
-		_, _ = c.Stdin.Write([]byte("go\n"))
-	}
-	var lat []time.Duration
-	for p, c := range children {
-		if !c.Lines.Scan() {
-			b.Fatalf("child %d: %s", p, c.Stderr())
-		}
-		for _, f := range strings.Fields(c.Lines.Text()) {
-			us, err := strconv.ParseInt(f, 10, 64)
-			if err != nil {
-				b.Fatalf("child %d: %v", p, err)
-			}
-			lat = append(lat, time.Duration(us)*time.Microsecond)
-		}
-	}
-	elapsed := time.Since(start)
-	for p, c := range children {
-		if err := c.CloseAndWait(); err != nil {
-			b.Fatalf("child %d: %v: %s", p, err, c.Stderr())
-		}
-	}
+	lat, elapsed := testproc.Fanout(b, processes, "TestBenchChild", benchChildNEnv, []string{benchChildURLEnv + "=" + url})
 	reportLatency(b, lat, elapsed)
 }
 
@@ -279,23 +242,12 @@ func TestBenchChild(t *testing.T) {
 	if url == "" {
 		t.Skip("runs only as a child process of BenchmarkTransfers")
 	}
-	n, _ := strconv.Atoi(os.Getenv(benchChildNEnv))
 	s, err := postgres.Open(context.Background(), url, postgres.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		t.Fatal(err)
-	}
-	lat, err := runCallers(context.Background(), n, 16, storeTransfer(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	us := make([]string, len(lat))
-	for i, d := range lat {
-		us[i] = strconv.FormatInt(d.Microseconds(), 10)
-	}
-	fmt.Println(strings.Join(us, " "))
+	testproc.Serve(t, benchChildNEnv, func(n int) ([]time.Duration, error) {
+		return runCallers(context.Background(), n, 16, storeTransfer(s))
+	})
 }

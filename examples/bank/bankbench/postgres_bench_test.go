@@ -1,15 +1,12 @@
 package bankbench_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,42 +262,7 @@ func benchProcessesPostgres(b *testing.B) {
 	const processes = 4
 	url := pgtest.NewDatabase(b)
 	seedBank(b, openPostgres(b, url), executor.Options{})
-	children := make([]*testproc.Child, processes)
-	for p := range processes {
-		n := b.N / processes
-		if p < b.N%processes {
-			n++
-		}
-		children[p] = testproc.Start(b, "TestTransferChild", []string{childURLEnv + "=" + url, childNEnv + "=" + strconv.Itoa(n)})
-		if !children[p].Lines.Scan() || children[p].Lines.Text() != "ready" {
-			b.Fatalf("child %d: %s", p, children[p].Stderr())
-		}
-	}
-	b.ResetTimer()
-	start := time.Now()
-	for _, c := range children {
-		_, _ = c.Stdin.Write([]byte("go\n"))
-	}
-	var lat []time.Duration
-	for p, c := range children {
-		if !c.Lines.Scan() {
-			b.Fatalf("child %d: %s", p, c.Stderr())
-		}
-		for _, f := range strings.Fields(c.Lines.Text()) {
-			us, err := strconv.ParseInt(f, 10, 64)
-			if err != nil {
-				b.Fatalf("child %d: %v", p, err)
-			}
-			lat = append(lat, time.Duration(us)*time.Microsecond)
-		}
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	for p, c := range children {
-		if err := c.CloseAndWait(); err != nil {
-			b.Fatalf("child %d: %v: %s", p, err, c.Stderr())
-		}
-	}
+	lat, elapsed := testproc.Fanout(b, processes, "TestTransferChild", childNEnv, []string{childURLEnv + "=" + url})
 	reportTransfers(b, lat, elapsed)
 }
 
@@ -313,22 +275,8 @@ func TestTransferChild(t *testing.T) {
 	if url == "" {
 		t.Skip("runs only as a child process of BenchmarkTransfersPostgres")
 	}
-	n, err := strconv.Atoi(os.Getenv(childNEnv))
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := openPostgres(t, url)
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		t.Fatal(err)
-	}
-	lat, err := transferLatencies(context.Background(), n, 16, executorTransfer(store, handlerOptions()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	us := make([]string, len(lat))
-	for i, d := range lat {
-		us[i] = strconv.FormatInt(d.Microseconds(), 10)
-	}
-	fmt.Println(strings.Join(us, " "))
+	testproc.Serve(t, childNEnv, func(n int) ([]time.Duration, error) {
+		return transferLatencies(context.Background(), n, 16, executorTransfer(store, handlerOptions()))
+	})
 }
