@@ -9,8 +9,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/postgres"
 	"github.com/eventcore-go/eventcore/eventlog/postgres/pgtest"
+	"github.com/eventcore-go/eventcore/internal/benchload"
 	"github.com/eventcore-go/eventcore/internal/testproc"
 )
 
@@ -133,44 +132,14 @@ func rawTransfer(pool *pgxpool.Pool) transferFunc {
 	}
 }
 
-// runCallers runs n transfers from callers goroutines between random
-// accounts and returns each transfer's latency.
-func runCallers(ctx context.Context, n, callers int, transfer transferFunc) ([]time.Duration, error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, callers)
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	for c := range callers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
-			for next.Add(1) <= int64(n) {
-				from := rng.IntN(benchAccounts)
-				to := (from + 1 + rng.IntN(benchAccounts-1)) % benchAccounts
-				start := time.Now()
-				if err := transfer(ctx, benchAccount(from), benchAccount(to)); err != nil {
-					errs[c] = err
-					return
-				}
-				lat[c] = append(lat[c], time.Since(start))
-			}
-		})
+// randomTransfers turns transfer into an operation between random
+// accounts for benchload.
+func randomTransfers(ctx context.Context, transfer transferFunc) func(*rand.Rand) error {
+	return func(rng *rand.Rand) error {
+		from := rng.IntN(benchAccounts)
+		to := (from + 1 + rng.IntN(benchAccounts-1)) % benchAccounts
+		return transfer(ctx, benchAccount(from), benchAccount(to))
 	}
-	wg.Wait()
-	return slices.Concat(lat...), errors.Join(errs...)
-}
-
-func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "transfers/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(0, "ns/op")
 }
 
 func BenchmarkTransfers(b *testing.B) {
@@ -199,14 +168,7 @@ func BenchmarkTransfers(b *testing.B) {
 					defer pool.Close()
 					transfer = rawTransfer(pool)
 				}
-				b.ResetTimer()
-				start := time.Now()
-				lat, err := runCallers(context.Background(), b.N, callers, transfer)
-				elapsed := time.Since(start)
-				if err != nil {
-					b.Fatal(err)
-				}
-				reportLatency(b, lat, elapsed)
+				benchload.Bench(b, callers, "transfers/s", randomTransfers(context.Background(), transfer))
 			})
 		}
 	}
@@ -231,7 +193,7 @@ func benchProcesses(b *testing.B) {
 	defer func() { _ = s.Close() }()
 	seedAccounts(b, s.Pool())
 	lat, elapsed := testproc.Fanout(b, processes, "TestBenchChild", benchChildNEnv, []string{benchChildURLEnv + "=" + url})
-	reportLatency(b, lat, elapsed)
+	benchload.Report(b, "transfers/s", lat, elapsed)
 }
 
 // TestBenchChild is a child process of benchProcesses: it opens the store,
@@ -248,6 +210,6 @@ func TestBenchChild(t *testing.T) {
 	}
 	defer func() { _ = s.Close() }()
 	testproc.Serve(t, benchChildNEnv, func(n int) ([]time.Duration, error) {
-		return runCallers(context.Background(), n, 16, storeTransfer(s))
+		return benchload.Run(n, 16, uint64(os.Getpid()), randomTransfers(context.Background(), storeTransfer(s)))
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog/postgres/pgtest"
 	"github.com/eventcore-go/eventcore/examples/bank"
 	"github.com/eventcore-go/eventcore/executor"
+	"github.com/eventcore-go/eventcore/internal/benchload"
 	"github.com/eventcore-go/eventcore/internal/testproc"
 )
 
@@ -48,13 +49,13 @@ func BenchmarkTransfersPostgres(b *testing.B) {
 			store := openPostgres(b, pgtest.NewDatabase(b))
 			opts := handlerOptions()
 			seedBank(b, store, opts)
-			runTransfers(b, callers, executorTransfer(store, opts))
+			benchload.Bench(b, callers, "transfers/s", randomTransfers(context.Background(), executorTransfer(store, opts)))
 		})
 		b.Run(fmt.Sprintf("callers=%d/impl=raw", callers), func(b *testing.B) {
 			url := pgtest.NewDatabase(b)
 			store := openPostgres(b, url) // the store's schema
 			seedStreams(b, store.Pool())
-			runTransfers(b, callers, rawPostgresTransfer(rawPool(b, url)))
+			benchload.Bench(b, callers, "transfers/s", randomTransfers(context.Background(), rawPostgresTransfer(rawPool(b, url))))
 		})
 	}
 	b.Run("processes=4x16/impl=executor", benchProcessesPostgres)
@@ -199,55 +200,13 @@ func rawPostgresTransfer(pool *pgxpool.Pool) transferFunc {
 	}
 }
 
-// transferLatencies runs n transfers between random accounts from callers
-// goroutines and returns each one's latency.
-func transferLatencies(ctx context.Context, n, callers int, transfer transferFunc) ([]time.Duration, error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, callers)
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	for c := range callers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
-			for next.Add(1) <= int64(n) {
-				from, to := pair(rng)
-				start := time.Now()
-				if err := transfer(ctx, accountID(from), accountID(to)); err != nil {
-					errs[c] = err
-					return
-				}
-				lat[c] = append(lat[c], time.Since(start))
-			}
-		})
+// randomTransfers turns transfer into an operation between random
+// accounts for benchload.
+func randomTransfers(ctx context.Context, transfer transferFunc) func(*rand.Rand) error {
+	return func(rng *rand.Rand) error {
+		from, to := pair(rng)
+		return transfer(ctx, accountID(from), accountID(to))
 	}
-	wg.Wait()
-	return slices.Concat(lat...), errors.Join(errs...)
-}
-
-func runTransfers(b *testing.B, callers int, transfer transferFunc) {
-	b.ResetTimer()
-	start := time.Now()
-	lat, err := transferLatencies(context.Background(), b.N, callers, transfer)
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	reportTransfers(b, lat, elapsed)
-}
-
-func reportTransfers(b *testing.B, lat []time.Duration, elapsed time.Duration) {
-	if len(lat) == 0 {
-		b.Fatal("no transfers")
-	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "transfers/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(0, "ns/op")
 }
 
 // Environment of the benchmark's child processes.
@@ -263,7 +222,7 @@ func benchProcessesPostgres(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	seedBank(b, openPostgres(b, url), executor.Options{})
 	lat, elapsed := testproc.Fanout(b, processes, "TestTransferChild", childNEnv, []string{childURLEnv + "=" + url})
-	reportTransfers(b, lat, elapsed)
+	benchload.Report(b, "transfers/s", lat, elapsed)
 }
 
 // TestTransferChild is a child process of benchProcessesPostgres: it opens
@@ -277,6 +236,6 @@ func TestTransferChild(t *testing.T) {
 	}
 	store := openPostgres(t, url)
 	testproc.Serve(t, childNEnv, func(n int) ([]time.Duration, error) {
-		return transferLatencies(context.Background(), n, 16, executorTransfer(store, handlerOptions()))
+		return benchload.Run(n, 16, uint64(os.Getpid()), randomTransfers(context.Background(), executorTransfer(store, handlerOptions())))
 	})
 }

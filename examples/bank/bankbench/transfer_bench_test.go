@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank"
 	"github.com/eventcore-go/eventcore/executor"
+	"github.com/eventcore-go/eventcore/internal/benchload"
 )
 
 // accounts is large enough that streams stay short over a run: the cost of
@@ -33,39 +31,8 @@ func accountID(i int) string { return fmt.Sprintf("acct-%04d", i) }
 // runCallers runs b.N operations spread over callers goroutines and
 // reports commands/s and the p50 and p99 latency of one operation.
 func runCallers(b *testing.B, callers int, op func(rng *rand.Rand) error) {
-	var next atomic.Int64
-	latencies := make([][]time.Duration, callers)
-	var wg sync.WaitGroup
-	var failed atomic.Pointer[error]
-	b.ResetTimer()
-	start := time.Now()
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(c), 42))
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				if err := op(rng); err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-				latencies[c] = append(latencies[c], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(latencies...)
-	slices.Sort(all)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
-	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(all[min(len(all)-1, len(all)*99/100)].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(0, "ns/op")
+	b.Helper()
+	benchload.Bench(b, callers, "commands/s", op)
 }
 
 func pair(rng *rand.Rand) (int, int) {
