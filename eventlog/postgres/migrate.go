@@ -3,12 +3,11 @@ package postgres
 import (
 	"context"
 	"embed"
-	"fmt"
-	"io/fs"
-	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 //go:embed migrations/*.sql
@@ -24,43 +23,29 @@ const migrationLockKey int64 = 0x6576656e746c6f67
 // processes starting at once apply them exactly once: the others wait for
 // the lock and then find the schema up to date.
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS eventlog_schema (version int NOT NULL)`); err != nil {
-			return err
-		}
-		var current int
-		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM eventlog_schema`).Scan(&current); err != nil {
-			return err
-		}
-		if current > len(names) {
-			return fmt.Errorf("database schema version %d is newer than this program knows (%d)", current, len(names))
-		}
-		for i := current; i < len(names); i++ {
-			script, err := migrationFiles.ReadFile(names[i])
-			if err != nil {
-				return err
-			}
-			// No arguments: the simple protocol runs a multi-statement script.
-			if _, err := tx.Exec(ctx, string(script), pgx.QueryExecModeSimpleProtocol); err != nil {
-				return fmt.Errorf("%s: %w", names[i], err)
-			}
-		}
-		if current < len(names) {
-			if _, err := tx.Exec(ctx, `DELETE FROM eventlog_schema`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO eventlog_schema (version) VALUES ($1)`, len(names)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return storekit.Migrate(ctx, migrationTx{tx}, migrationFiles, "eventlog_schema")
 	})
+}
+
+// migrationTx runs migrations in a pgx transaction; a script (no
+// arguments) goes through the simple protocol, which runs several
+// statements.
+type migrationTx struct{ tx pgx.Tx }
+
+func (m migrationTx) Exec(ctx context.Context, query string, args ...any) error {
+	if len(args) == 0 {
+		args = []any{pgx.QueryExecModeSimpleProtocol}
+	}
+	_, err := m.tx.Exec(ctx, query, args...)
+	return err
+}
+
+func (m migrationTx) QueryInt(ctx context.Context, query string) (int, error) {
+	var n int
+	err := m.tx.QueryRow(ctx, query).Scan(&n)
+	return n, err
 }

@@ -23,7 +23,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"iter"
 	"path/filepath"
 	"sort"
@@ -472,50 +471,32 @@ func migrateRetrying(ctx context.Context, db *sql.DB, busyTimeout time.Duration)
 
 // migrationNames are the embedded migrations in order; the schema version
 // of an up-to-date database is their number.
-func migrationNames() ([]string, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	sort.Strings(names)
-	return names, err
-}
+func migrationNames() ([]string, error) { return storekit.Migrations(migrationFiles) }
 
 // migrate applies the embedded migrations not yet recorded in
 // schema_version, all in one IMMEDIATE transaction.
 func migrate(ctx context.Context, db *sql.DB) error {
-	names, err := migrationNames()
-	if err != nil {
-		return err
-	}
 	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: _txlock=immediate
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+	if err := storekit.Migrate(ctx, migrationTx{tx}, migrationFiles, "schema_version"); err != nil {
 		return err
-	}
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
-		return err
-	}
-	if current > len(names) {
-		return fmt.Errorf("database schema version %d is newer than this program knows (%d)", current, len(names))
-	}
-	for i := current; i < len(names); i++ {
-		script, err := migrationFiles.ReadFile(names[i])
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(script)); err != nil {
-			return fmt.Errorf("%s: %w", names[i], err)
-		}
-	}
-	if current < len(names) {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, len(names)); err != nil {
-			return err
-		}
 	}
 	return tx.Commit()
+}
+
+// migrationTx runs migrations in a database/sql transaction.
+type migrationTx struct{ tx *sql.Tx }
+
+func (m migrationTx) Exec(ctx context.Context, query string, args ...any) error {
+	_, err := m.tx.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (m migrationTx) QueryInt(ctx context.Context, query string) (int, error) {
+	var n int
+	err := m.tx.QueryRowContext(ctx, query).Scan(&n)
+	return n, err
 }
