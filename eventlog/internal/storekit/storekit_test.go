@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,19 +35,29 @@ func TestGateClosesOnceAfterCallsInProgress(t *testing.T) {
 	}
 }
 
+// Close returns only once every call that entered has left, however many
+// enter at once; none enters after it.
 func TestGateConcurrentCalls(t *testing.T) {
 	var g Gate
+	var inside atomic.Int64
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			for range 100 {
+			for range 200 {
 				if g.Enter() == nil {
+					inside.Add(1)
+					time.Sleep(100 * time.Microsecond)
+					inside.Add(-1)
 					g.Leave()
 				}
 			}
 		})
 	}
+	time.Sleep(time.Millisecond)
 	g.Close()
+	if n := inside.Load(); n != 0 {
+		t.Errorf("%d calls still inside after Close", n)
+	}
 	wg.Wait()
 }
 
