@@ -249,28 +249,7 @@ func TestPostgresCrashedProcess(t *testing.T) {
 		t.Fatalf("child: %v, want exit code %d\n%s", err, crashExitCode, out.String())
 	}
 
-	c := newCounter("counts")
-	r := newRunner(t, db, store, pgOptions(projection.Options{BatchSize: 100, Owner: "survivor"}), c)
-	if got := checkpoint(t, r, "counts"); got != 1200 {
-		t.Errorf("checkpoint after the crash %d, want 1200", got)
-	}
-	checkModel(t, db, "counts", expectModel(recs, upTo(1200)))
-	_, err = r.CatchUp(context.Background(), "counts", 0)
-	if !errors.Is(err, projection.ErrLocked) {
-		t.Errorf("CatchUp right after the crash: %v, want ErrLocked (the dead process's lease)", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for errors.Is(err, projection.ErrLocked) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		_, err = r.CatchUp(context.Background(), "counts", 0)
-	}
-	if err != nil {
-		t.Fatalf("CatchUp after the lease expired: %v", err)
-	}
-	checkModel(t, db, "counts", expectModel(recs, nil))
-	if c.triesAt(crashPosition) != 1 {
-		t.Errorf("position %d applied %d times by the survivor", crashPosition, c.triesAt(crashPosition))
-	}
+	survive(t, db, store, pgOptions(projection.Options{BatchSize: 100, Owner: "survivor"}), recs)
 }
 
 // Two processes run CatchUp in a loop on one PostgreSQL database while
