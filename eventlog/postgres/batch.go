@@ -4,20 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/eventcore-go/eventcore/eventlog"
-)
-
-// Call states: a queued call is taken by a committer loop or withdrawn by
-// its caller, whichever comes first.
-const (
-	callQueued int32 = iota
-	callTaken
-	callCancelled
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 // appendCall is one Append waiting for the committer. Everything that
@@ -27,8 +19,7 @@ type appendCall struct {
 	req     eventlog.AppendRequest
 	meta    []eventlog.Metadata
 	encoded []string // meta as stored
-	state   atomic.Int32
-	done    chan appendOutcome // buffered: the committer never blocks on it
+	storekit.Handoff[appendOutcome]
 }
 
 // appendOutcome is a call's answer: a result, an error, or (dup) the
@@ -43,8 +34,8 @@ type appendOutcome struct {
 }
 
 func prepareAppend(req eventlog.AppendRequest) (*appendCall, error) {
-	c := &appendCall{req: req, meta: make([]eventlog.Metadata, len(req.Events)), encoded: make([]string, len(req.Events)),
-		done: make(chan appendOutcome, 1)}
+	c := &appendCall{req: req, meta: make([]eventlog.Metadata, len(req.Events)), encoded: make([]string, len(req.Events))}
+	c.Init()
 	for i, ev := range req.Events {
 		id, err := uuid.NewV7()
 		if err != nil {

@@ -49,16 +49,11 @@ func (w *committer) submit(ctx context.Context, c *appendCall) (appendOutcome, e
 	case <-ctx.Done():
 		return appendOutcome{}, ctx.Err()
 	}
-	select {
-	case out := <-c.done:
-		return out, out.err
-	case <-ctx.Done():
-		if c.state.CompareAndSwap(callQueued, callCancelled) {
-			return appendOutcome{}, ctx.Err()
-		}
-		out := <-c.done
-		return out, out.err
+	out, err := c.Await(ctx)
+	if err != nil {
+		return appendOutcome{}, err
 	}
+	return out, out.err
 }
 
 func (w *committer) loop() {
@@ -77,7 +72,7 @@ func (w *committer) loop() {
 			batch = append(batch, c)
 		}
 		take := func(c *appendCall) {
-			if c.state.CompareAndSwap(callQueued, callTaken) {
+			if c.Take() {
 				place(c)
 			}
 		}
@@ -129,11 +124,11 @@ func (w *committer) commit(batch []*appendCall) {
 	for i, c := range batch {
 		switch {
 		case err == nil:
-			c.done <- outcomes[i]
+			c.Deliver(outcomes[i])
 		case refusedByServer(err):
-			c.done <- appendOutcome{err: fmt.Errorf("postgres: append: %w", err)}
+			c.Deliver(appendOutcome{err: fmt.Errorf("postgres: append: %w", err)})
 		default:
-			c.done <- appendOutcome{err: fmt.Errorf("postgres: append: outcome unknown: %w: %w", eventlog.ErrStorageUnavailable, err)}
+			c.Deliver(appendOutcome{err: fmt.Errorf("postgres: append: outcome unknown: %w: %w", eventlog.ErrStorageUnavailable, err)})
 		}
 	}
 }

@@ -50,7 +50,9 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventlog.Snapshot) error 
 	if s.writer == nil {
 		return ErrReadOnly
 	}
-	_, err := s.writer.submit(ctx, &appendCall{snapshot: &snap, done: make(chan appendOutcome, 1)})
+	c := &appendCall{snapshot: &snap}
+	c.Init()
+	_, err := s.writer.submit(ctx, c)
 	return err
 }
 

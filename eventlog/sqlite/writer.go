@@ -7,21 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/eventcore-go/eventcore/eventlog"
-)
-
-// Call states: a queued call is taken by the writer or cancelled by its
-// caller, whichever comes first.
-const (
-	callQueued int32 = iota
-	callTaken
-	callCancelled
+	"github.com/eventcore-go/eventcore/eventlog/internal/storekit"
 )
 
 // appendCall is one Append waiting for the writer. Everything that does not
@@ -31,8 +23,7 @@ type appendCall struct {
 	snapshot *eventlog.Snapshot // when set, the call saves it instead of appending
 	req      eventlog.AppendRequest
 	rows     []pendingRow
-	state    atomic.Int32
-	done     chan appendOutcome // buffered: the writer never blocks on it
+	storekit.Handoff[appendOutcome]
 }
 
 type pendingRow struct {
@@ -47,7 +38,8 @@ type appendOutcome struct {
 }
 
 func prepareAppend(req eventlog.AppendRequest) (*appendCall, error) {
-	c := &appendCall{req: req, rows: make([]pendingRow, len(req.Events)), done: make(chan appendOutcome, 1)}
+	c := &appendCall{req: req, rows: make([]pendingRow, len(req.Events))}
+	c.Init()
 	for i, ev := range req.Events {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -227,8 +219,8 @@ func (w *writer) reopen() {
 		for {
 			select {
 			case c := <-w.calls:
-				if c.state.CompareAndSwap(callQueued, callTaken) {
-					c.done <- appendOutcome{err: errReopening}
+				if c.Take() {
+					c.Deliver(appendOutcome{err: errReopening})
 				}
 			case <-timer.C:
 				break wait
@@ -252,16 +244,11 @@ func (w *writer) submit(ctx context.Context, c *appendCall) (eventlog.AppendResu
 	case <-ctx.Done():
 		return eventlog.AppendResult{}, ctx.Err()
 	}
-	select {
-	case out := <-c.done:
-		return out.result, out.err
-	case <-ctx.Done():
-		if c.state.CompareAndSwap(callQueued, callCancelled) {
-			return eventlog.AppendResult{}, ctx.Err()
-		}
-		out := <-c.done
-		return out.result, out.err
+	out, err := c.Await(ctx)
+	if err != nil {
+		return eventlog.AppendResult{}, err
 	}
+	return out.result, out.err
 }
 
 func (w *writer) loop() {
@@ -294,7 +281,7 @@ func (w *writer) loop() {
 }
 
 func (w *writer) take(batch []*appendCall, c *appendCall) []*appendCall {
-	if c.state.CompareAndSwap(callQueued, callTaken) {
+	if c.Take() {
 		return append(batch, c)
 	}
 	return batch
@@ -315,7 +302,7 @@ func (w *writer) commit(batch []*appendCall) {
 	if err != nil {
 		if serr := w.storageError(err); serr != nil {
 			for _, c := range batch {
-				c.done <- appendOutcome{err: serr}
+				c.Deliver(appendOutcome{err: serr})
 			}
 			return
 		}
@@ -332,10 +319,10 @@ func (w *writer) commit(batch []*appendCall) {
 	}
 	for i, c := range batch {
 		if err != nil {
-			c.done <- appendOutcome{err: fmt.Errorf("sqlite: append: %w", err)}
+			c.Deliver(appendOutcome{err: fmt.Errorf("sqlite: append: %w", err)})
 			continue
 		}
-		c.done <- outcomes[i]
+		c.Deliver(outcomes[i])
 	}
 }
 
