@@ -232,15 +232,7 @@ func TestKillNineLosesNoAcknowledgedCommand(t *testing.T) {
 		"EVENTCORE_READ_DB=" + filepath.Join(dir, "projections.db"),
 		"EVENTCORE_PROJECTION_INTERVAL=100ms",
 	}
-	const workers = 6
-	p := launch(t, bin, env)
-	seedAccounts(t, p.url, workers)
-	var all []acked
-	for round := range 3 {
-		all = append(all, killDuringLoad(t, p, round, workers)...)
-		p = launch(t, bin, env)
-		requireAcknowledged(t, p.url, round, all)
-	}
+	p, all := crashRounds(t, bin, env)
 	// A retry of an acknowledged command answers its first events.
 	for _, a := range all[:min(len(all), 5)] {
 		resp := do(t, "POST", p.url+"/commands/deposit", `{"account":"acct-0","amount":1}`, "Idempotency-Key", a.key).want(t, 200, `"attempts":0`)
@@ -267,6 +259,26 @@ func TestKillNineLosesNoAcknowledgedCommand(t *testing.T) {
 			}
 		}
 	}
+}
+
+// crashWorkers is how many clients crashRounds runs.
+const crashWorkers = 6
+
+// crashRounds starts the runner, funds crashWorkers accounts, and three
+// times kills it with SIGKILL under load and starts it again, checking
+// after each restart that every command acknowledged so far is in the
+// log. It returns the running runner and every acknowledged command.
+func crashRounds(t *testing.T, bin string, env []string) (*process, []acked) {
+	t.Helper()
+	p := launch(t, bin, env)
+	seedAccounts(t, p.url, crashWorkers)
+	var all []acked
+	for round := range 3 {
+		all = append(all, killDuringLoad(t, p, round, crashWorkers)...)
+		p = launch(t, bin, env)
+		requireAcknowledged(t, p.url, round, all)
+	}
+	return p, all
 }
 
 // seedAccounts opens accounts acct-0 ... acct-(workers-1) with money.

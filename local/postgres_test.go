@@ -75,15 +75,7 @@ func TestKillNinePostgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	bin := buildRunner(t)
 	env := []string{"EVENTCORE_DATABASE_URL=" + url, "EVENTCORE_PROJECTION_INTERVAL=20ms", "EVENTCORE_PROJECTION_BATCH=7"}
-	const workers = 6
-	p := launch(t, bin, env)
-	seedAccounts(t, p.url, workers)
-	var all []acked
-	for round := range 3 {
-		all = append(all, killDuringLoad(t, p, round, workers)...)
-		p = launch(t, bin, env)
-		requireAcknowledged(t, p.url, round, all)
-	}
+	p, all := crashRounds(t, bin, env)
 	// A lease the killed runner held blocks its projection until it
 	// expires.
 	eventually(t, projection.DefaultLeaseTTL+20*time.Second, "projections caught up", func() bool {
@@ -128,7 +120,7 @@ func TestKillNinePostgres(t *testing.T) {
 		`SELECT account, position, type, amount, balance, COALESCE(counterparty, ''), recorded_at FROM bank_history ORDER BY account, position`,
 	} {
 		got, want := dump(t, crashed, q), dump(t, replayed, q)
-		if len(want) < workers {
+		if len(want) < crashWorkers {
 			t.Fatalf("the replay has only %d rows for %s", len(want), q)
 		}
 		if len(got) != len(want) {
