@@ -21,8 +21,10 @@ const knownFor = time.Second
 // knownFor after the last check.
 // Versions only grow, so a stale entry can only be lower than the truth:
 // the append's version check then refuses the command, which costs a retry
-// (and forgets the streams involved), never a wrong decision. Safe for
-// concurrent use.
+// (and forgets the streams involved), never a wrong decision. It is never
+// lower than what this process's readers can see: a batch's streams are
+// forgotten before its COMMIT and recorded after it. Safe for concurrent
+// use.
 type known struct {
 	mu       sync.Mutex
 	versions map[eventlog.StreamID]eventlog.Version
@@ -53,6 +55,19 @@ func (k *known) committed(outcomes []appendOutcome, external, checked bool) {
 			if r.Version > k.versions[r.Stream] {
 				k.versions[r.Stream] = r.Version
 			}
+		}
+	}
+}
+
+// committing forgets the streams outcomes write, before their commit: a
+// reader sees a commit before committed records it, and a probe must not
+// answer below what a reader saw.
+func (k *known) committing(outcomes []appendOutcome) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, o := range outcomes {
+		for i := range o.result.Records {
+			delete(k.versions, o.result.Records[i].Stream)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,4 +122,58 @@ func TestStaleKnowledgeCostsARetryNeverAWrongWrite(t *testing.T) {
 	if got := versionOf(t, a, "t"); got != 2 {
 		t.Fatalf("after a commit that saw another writer, t's version is %d, want 2", got)
 	}
+}
+
+// A probe never answers below a version this process's readers could
+// already see: a commit becomes visible to readers before the writer
+// records its versions, so the writer forgets the batch's streams first.
+// One goroutine appends while others read the stream's new events from the
+// database and then probe it.
+func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
+	a, _ := openTwo(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	stream := eventlog.MustStreamID("hot")
+	const appends, readers = 500, 4
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer stop()
+		for v := range eventlog.Version(appends) {
+			if _, err := appendAt(a, "hot", v); err != nil {
+				if ctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+	})
+	for range readers {
+		wg.Go(func() {
+			var seen eventlog.Version
+			for ctx.Err() == nil {
+				for r, err := range a.ReadStream(ctx, stream, seen) {
+					if err != nil {
+						if ctx.Err() == nil {
+							t.Error(err)
+						}
+						return
+					}
+					seen = r.Version
+				}
+				probed, err := a.ProbeVersions(ctx, []eventlog.StreamID{stream})
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Error(err)
+					}
+					return
+				}
+				if probed[0] < seen {
+					t.Errorf("probe answered %d after a read saw version %d", probed[0], seen)
+					stop()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

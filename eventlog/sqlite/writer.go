@@ -421,6 +421,10 @@ func (w *writer) commitTx(batch []*appendCall) (outcomes []appendOutcome, began 
 			}
 		}
 	}
+	// Readers see the commit before known records it: until then the
+	// batch's streams are answered from the database, never below a
+	// version a reader already saw.
+	w.known.committing(outcomes)
 	if _, err := w.commitStmt.ExecContext(ctx); err != nil {
 		w.rollback()
 		return nil, true, err
