@@ -258,7 +258,7 @@ func (a *App) openReadModels(ctx context.Context) error {
 		}
 		a.readWriter = w
 	}
-	db, err := sql.Open("sqlite", cfg.StoreOptions().DSN(cfg.ReadDB, "immediate"))
+	db, err := sql.Open("sqlite", cfg.StoreOptions().ReadModelDSN(cfg.ReadDB))
 	if err == nil {
 		err = db.PingContext(ctx)
 	}

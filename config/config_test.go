@@ -29,7 +29,7 @@ func TestDefaults(t *testing.T) {
 		CacheMaxBytes:      64 << 20,
 		PushTimeout:        250 * time.Millisecond,
 		PushInterval:       10 * time.Second,
-		ProjectionBatch:    500,
+		ProjectionBatch:    4000,
 		ProjectionInterval: time.Second,
 		SnapshotThreshold:  100,
 		ReplicaTimeout:     5 * time.Second,

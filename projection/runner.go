@@ -17,7 +17,7 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultBatchSize    = 500
+	DefaultBatchSize    = 4000
 	DefaultLeaseTTL     = 30 * time.Second
 	DefaultPollInterval = 20 * time.Millisecond
 )

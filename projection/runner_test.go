@@ -96,16 +96,19 @@ func TestExactlyOnceAcrossBatches(t *testing.T) {
 	}
 }
 
+// Without a BatchSize, transactions take DefaultBatchSize events: a log
+// of two and a half of them takes three.
 func TestBatchSizeDefault(t *testing.T) {
 	t.Parallel()
-	store, recs := sharedLog(t)
+	store := newLog(t)
+	recs := appendEvents(t, store, streamNames("acct", 20), 2*projection.DefaultBatchSize+projection.DefaultBatchSize/2, nil)
 	db, _ := newReadDB(t)
 	c := newCounter("counts")
 	r := newRunner(t, db, store, projection.Options{}, c)
 	if _, err := r.CatchUp(context.Background(), "counts", 0); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := c.batchSizes(), []int{500, 500, 500, 500}; !slices.Equal(got, want) {
+	if got, want := c.batchSizes(), []int{projection.DefaultBatchSize, projection.DefaultBatchSize, projection.DefaultBatchSize / 2}; !slices.Equal(got, want) {
 		t.Errorf("events per transaction: %v, want %v", got, want)
 	}
 	checkModel(t, db, "counts", expectModel(recs, nil))

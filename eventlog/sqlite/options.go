@@ -128,3 +128,43 @@ func (o Options) DSN(path string, txlock string) string {
 	}
 	return path + "?" + strings.Join(q, "&")
 }
+
+// Pragmas of a read-model database (see ReadModelDSN).
+const (
+	// ReadModelCacheKiB is the page cache of each connection, in KiB
+	// (SQLite's default is 2 MiB): a batch's writes land all over the read
+	// models' B-trees.
+	ReadModelCacheKiB = 16 << 10
+	// ReadModelCheckpointPages is the WAL size, in pages, that triggers an
+	// automatic checkpoint (SQLite's default is 1,000).
+	ReadModelCheckpointPages = 4000
+)
+
+// ReadModelDSN returns the data source name of a projection runner's
+// read-model database at path, which holds only what the event log can
+// rebuild, and whose checkpoints commit with the rows they cover. With
+// these options' journal and busy timeout, it differs from the event
+// log's DSN (writer, "immediate") in three pragmas:
+//   - in WAL mode, synchronous NORMAL whatever o.Synchronous says: a
+//     commit is not fsynced, so a power loss can take back the last
+//     batches, each with its checkpoint, and they are applied again from
+//     the log (a crash of the process loses nothing; WAL keeps the file
+//     consistent either way). A rollback journal keeps o.Synchronous,
+//     whose NORMAL could corrupt the file on power loss;
+//   - a page cache of ReadModelCacheKiB per connection;
+//   - statement journals in memory (temp_store), which a multi-row write
+//     keeps so that it can fail alone;
+//
+// and, unless o.NoAutoCheckpoint turns them off, automatic checkpoints
+// every ReadModelCheckpointPages pages of WAL. path must not contain '?'.
+func (o Options) ReadModelDSN(path string) string {
+	o, _ = o.withDefaults()
+	if o.Journal == JournalWAL {
+		o.Synchronous = SyncNormal
+	}
+	dsn := o.DSN(path, "immediate") + fmt.Sprintf("&_pragma=cache_size(-%d)&_pragma=temp_store(memory)", ReadModelCacheKiB)
+	if !o.NoAutoCheckpoint {
+		dsn += fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", ReadModelCheckpointPages)
+	}
+	return dsn
+}

@@ -1,8 +1,10 @@
 package bank
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -112,21 +114,18 @@ func (Balances) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 		c.delta += movementOf(d.ev).delta
 		c.position = int64(d.rec.Position)
 	}
-	per := rowsPerStatement(ctx, 3)
-	for start := 0; start < len(accounts); start += per {
-		chunk := accounts[start:min(start+per, len(accounts))]
-		args := make([]any, 0, 3*len(chunk))
-		for _, a := range chunk {
+	slices.Sort(accounts) // in key order: neighbours share pages
+	return eachChunk(ctx, tx, 3, len(accounts), func(rows int) string {
+		return `INSERT INTO bank_balances (account, balance, position) VALUES ` + valuesList(ctx, rows, 3) + `
+			ON CONFLICT (account) DO UPDATE SET balance = bank_balances.balance + excluded.balance, position = excluded.position`
+	}, func(stmt chunkStatement, start, end int) error {
+		args := make([]any, 0, 3*(end-start))
+		for _, a := range accounts[start:end] {
 			c := changes[a]
 			args = append(args, a, c.delta, c.position)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_balances (account, balance, position) VALUES `+valuesList(ctx, len(chunk), 3)+`
-			ON CONFLICT (account) DO UPDATE SET balance = bank_balances.balance + excluded.balance, position = excluded.position`,
-			args...); err != nil {
-			return err
-		}
-	}
-	return nil
+		return stmt.exec(ctx, args)
+	})
 }
 
 // ApplyBatch implements projection.BatchProjector: the balance before the
@@ -142,26 +141,98 @@ func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 	if err != nil {
 		return err
 	}
-	per := rowsPerStatement(ctx, 7)
-	for start := 0; start < len(evs); start += per {
-		chunk := evs[start:min(start+per, len(evs))]
-		args := make([]any, 0, 7*len(chunk))
-		for _, d := range chunk {
-			m := movementOf(d.ev)
-			id := d.ev.AccountID()
-			balances[id] += m.delta
-			var counterparty any
-			if m.counterparty != "" {
-				counterparty = m.counterparty
-			}
-			args = append(args, id, int64(d.rec.Position), d.rec.Type, m.amount, balances[id], counterparty, d.rec.RecordedAt.UnixMicro())
+	type row struct {
+		account      string
+		position     int64
+		typ          string
+		amount       int64
+		balance      int64
+		counterparty any
+		recordedAt   int64
+	}
+	rows := make([]row, len(evs))
+	for i, d := range evs {
+		m := movementOf(d.ev)
+		id := d.ev.AccountID()
+		balances[id] += m.delta
+		var counterparty any
+		if m.counterparty != "" {
+			counterparty = m.counterparty
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bank_history (account, position, type, amount, balance, counterparty, recorded_at)
-			VALUES `+valuesList(ctx, len(chunk), 7), args...); err != nil {
+		rows[i] = row{id, int64(d.rec.Position), d.rec.Type, m.amount, balances[id], counterparty, d.rec.RecordedAt.UnixMicro()}
+	}
+	// Inserted in key order (account, position): neighbours share pages,
+	// so a batch changes fewer of them.
+	slices.SortFunc(rows, func(a, b row) int {
+		if c := strings.Compare(a.account, b.account); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.position, b.position)
+	})
+	return eachChunk(ctx, tx, 7, len(rows), func(n int) string {
+		return `INSERT INTO bank_history (account, position, type, amount, balance, counterparty, recorded_at) VALUES ` + valuesList(ctx, n, 7)
+	}, func(stmt chunkStatement, start, end int) error {
+		args := make([]any, 0, 7*(end-start))
+		for _, r := range rows[start:end] {
+			args = append(args, r.account, r.position, r.typ, r.amount, r.balance, r.counterparty, r.recordedAt)
+		}
+		return stmt.exec(ctx, args)
+	})
+}
+
+// eachChunk runs one statement per chunk of up to rowsPerStatement(ctx,
+// cols) of n rows, in order: run gets the statement text(rows) for the
+// chunk's rows and the chunk's bounds. On SQLite the statement of a full
+// chunk is prepared once for all of them; PostgreSQL runs each unnamed
+// (a prepared statement is session state: see eventlog/postgres.OpenDB),
+// and most batches are one chunk there.
+func eachChunk(ctx context.Context, tx *sql.Tx, cols, n int, text func(rows int) string, run func(stmt chunkStatement, start, end int) error) error {
+	per := rowsPerStatement(ctx, cols)
+	prepare := projection.DialectOf(ctx) == projection.SQLite && n >= 2*per
+	full := chunkStatement{tx: tx}
+	if prepare {
+		var err error
+		if full.stmt, err = tx.PrepareContext(ctx, text(per)); err != nil {
+			return err
+		}
+		defer func() { _ = full.stmt.Close() }()
+	}
+	for start := 0; start < n; start += per {
+		end := min(start+per, n)
+		stmt := full
+		if !prepare || end-start != per {
+			stmt = chunkStatement{tx: tx, text: text(end - start)}
+		}
+		if err := run(stmt, start, end); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// chunkStatement is a prepared statement, or a statement's text to run in
+// tx.
+type chunkStatement struct {
+	tx   *sql.Tx
+	stmt *sql.Stmt
+	text string
+}
+
+func (c chunkStatement) exec(ctx context.Context, args []any) error {
+	var err error
+	if c.stmt != nil {
+		_, err = c.stmt.ExecContext(ctx, args...)
+	} else {
+		_, err = c.tx.ExecContext(ctx, c.text, args...)
+	}
+	return err
+}
+
+func (c chunkStatement) query(ctx context.Context, args []any) (*sql.Rows, error) {
+	if c.stmt != nil {
+		return c.stmt.QueryContext(ctx, args...)
+	}
+	return c.tx.QueryContext(ctx, c.text, args...)
 }
 
 // lastBalances reads the balance after the last history row of each
@@ -170,34 +241,29 @@ func (History) ApplyBatch(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 // entry for the account.
 func lastBalances(ctx context.Context, tx *sql.Tx, accounts []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(accounts))
-	per := rowsPerStatement(ctx, 1)
-	for start := 0; start < len(accounts); start += per {
-		chunk := accounts[start:min(start+per, len(accounts))]
-		args := make([]any, len(chunk))
-		for i, a := range chunk {
-			args[i] = a
-		}
-		rows, err := tx.QueryContext(ctx, `WITH touched (account) AS (VALUES `+valuesList(ctx, len(chunk), 1)+`)
+	err := eachChunk(ctx, tx, 1, len(accounts), func(n int) string {
+		return `WITH touched (account) AS (VALUES ` + valuesList(ctx, n, 1) + `)
 			SELECT touched.account, (SELECT bank_history.balance FROM bank_history WHERE bank_history.account = touched.account
-				ORDER BY bank_history.position DESC LIMIT 1) FROM touched`, args...)
-		if err != nil {
-			return nil, err
+				ORDER BY bank_history.position DESC LIMIT 1) FROM touched`
+	}, func(stmt chunkStatement, start, end int) error {
+		args := make([]any, 0, end-start)
+		for _, a := range accounts[start:end] {
+			args = append(args, a)
 		}
+		rows, err := stmt.query(ctx, args)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rows.Close() }()
 		for rows.Next() {
 			var account string
 			var balance sql.NullInt64
 			if err := rows.Scan(&account, &balance); err != nil {
-				_ = rows.Close()
-				return nil, err
+				return err
 			}
 			out[account] = balance.Int64
 		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+		return rows.Err()
+	})
+	return out, err
 }
