@@ -3,21 +3,18 @@ package functions_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	"github.com/eventcore-go/eventcore/internal/lagprobe"
 	"github.com/eventcore-go/eventcore/replica/replicatest"
 )
 
@@ -54,8 +51,8 @@ import (
 //     files, invoked with a scheduled catch-up again as soon as it
 //     answers): how far the bank's projections fell behind the log while
 //     the transfers ran, the most events the slowest projection had still
-//     to apply, and the age of the oldest of them, sampled every lagEvery
-//     (see sampleLag). Deployed, the
+//     to apply, and the age of the oldest of them, sampled every 20 ms
+//     (see lagprobe). Deployed, the
 //     catch-ups run on the ProjectionSchedule (a minute at most often)
 //     and on reads with min_position, so this is the catch-up's capacity
 //     against the write rate, not the staleness between two schedules.
@@ -96,7 +93,7 @@ func BenchmarkManagedInstances(b *testing.B) {
 				bk := newBank("bench", 100, 10_000)
 				bk.open(b, f, min(concurrency, 16))
 				puts := s3.Puts()
-				var lag func() lagFigures
+				var lag func() lagprobe.Figures
 				if mode == "file+project" {
 					project := startFunction(b, "project", "project ("+name+")", env)
 					lag = followProjections(b, project, env["EVENTCORE_DB"], env["EVENTCORE_READ_DB"])
@@ -104,8 +101,8 @@ func BenchmarkManagedInstances(b *testing.B) {
 				throughput[name] = measureTransfers(b, f, bk, concurrency)
 				if lag != nil {
 					l := lag()
-					b.ReportMetric(float64(l.maxEvents), "lag-max-events")
-					b.ReportMetric(float64(l.maxAge.Microseconds())/1000, "lag-max-ms")
+					b.ReportMetric(float64(l.MaxEvents), "lag-max-events")
+					b.ReportMetric(float64(l.MaxAge.Microseconds())/1000, "lag-max-ms")
 				}
 				if mode == "litestream" {
 					// One upload per sync (and a lease renewal now and then).
@@ -119,30 +116,15 @@ func BenchmarkManagedInstances(b *testing.B) {
 	}
 }
 
-// lagEvery is how often followProjections samples the lag.
-const lagEvery = 20 * time.Millisecond
-
-// lagFigures is the worst lag followProjections saw.
-type lagFigures struct {
-	maxEvents uint64        // events past the slowest projection's checkpoint
-	maxAge    time.Duration // age of the oldest of them when sampled
-	samples   int
-}
-
 // followProjections invokes project's scheduled catch-up back to back and
-// samples, every lagEvery, the log's head in eventsDB and the
-// projections' checkpoints in readDB (the files the functions share). The
-// returned function stops both and returns the worst lag seen; a failed
-// catch-up or sample fails the benchmark then.
-func followProjections(b *testing.B, project *function, eventsDB, readDB string) func() lagFigures {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var failure error
-	var mu sync.Mutex
-	fail := func(err error) {
-		mu.Lock()
-		failure = firstErr(failure, err)
-		mu.Unlock()
+// samples the bank projections' lag every 20 ms from the files the
+// functions share (see lagprobe). The returned function stops both and
+// returns the worst lag seen; a failed catch-up or sample fails the
+// benchmark then.
+func followProjections(b *testing.B, project *function, eventsDB, readDB string) func() lagprobe.Figures {
+	probe, err := lagprobe.Start(eventsDB, readDB, []string{"balances", "history"}, 20*time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
 	}
 	scheduled, err := json.Marshal(events.EventBridgeEvent{
 		Version: "0", ID: "bench", DetailType: "Scheduled Event", Source: "aws.events",
@@ -151,98 +133,42 @@ func followProjections(b *testing.B, project *function, eventsDB, readDB string)
 	if err != nil {
 		b.Fatal(err)
 	}
-	wg.Go(func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
 		for ctx.Err() == nil {
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, project.url, bytes.NewReader(scheduled))
 			if err != nil {
-				fail(err)
+				failed <- err
 				return
 			}
 			resp, err := client.Do(req)
 			if err != nil {
 				if ctx.Err() == nil {
-					fail(fmt.Errorf("scheduled catch-up: %w", err))
+					failed <- fmt.Errorf("scheduled catch-up: %w", err)
 				}
 				return
 			}
 			out, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusOK || bytes.Contains(out, []byte(`"errorType"`)) {
-				fail(fmt.Errorf("scheduled catch-up answered %d: %s", resp.StatusCode, out))
+				failed <- fmt.Errorf("scheduled catch-up answered %d: %s", resp.StatusCode, out)
 				return
 			}
 		}
-	})
-	var figures lagFigures
-	wg.Go(func() {
-		logDB, err := sql.Open("sqlite", sqlite.Options{}.DSN(eventsDB, "deferred")+"&_query_only=1")
-		if err != nil {
-			fail(err)
-			return
-		}
-		defer func() { _ = logDB.Close() }()
-		read, err := sql.Open("sqlite", sqlite.Options{}.DSN(readDB, "deferred")+"&_query_only=1")
-		if err != nil {
-			fail(err)
-			return
-		}
-		defer func() { _ = read.Close() }()
-		tick := time.NewTicker(lagEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			behind, age, err := sampleLag(ctx, logDB, read)
-			if err != nil {
-				if ctx.Err() == nil {
-					fail(fmt.Errorf("sample the lag: %w", err))
-				}
-				return
-			}
-			figures.samples++
-			figures.maxEvents = max(figures.maxEvents, behind)
-			figures.maxAge = max(figures.maxAge, age)
-		}
-	})
-	return func() lagFigures {
+	}()
+	return func() lagprobe.Figures {
 		cancel()
-		wg.Wait()
-		if failure != nil {
-			b.Fatal(failure)
+		if err := <-failed; err != nil {
+			b.Fatal(err)
 		}
-		if figures.samples == 0 {
-			b.Fatal("the lag was never sampled")
+		figures, err := probe.Stop()
+		if err != nil {
+			b.Fatal(err)
 		}
 		return figures
 	}
-}
-
-// sampleLag reads the checkpoints first and the head after them, so that
-// the lag is never under-counted: the events after the slowest
-// checkpoint, and how long ago the first of them was recorded. Until the
-// project function has created its tables, every event is behind.
-func sampleLag(ctx context.Context, logDB, read *sql.DB) (behind uint64, age time.Duration, err error) {
-	var slowest sql.NullInt64
-	err = read.QueryRowContext(ctx, `SELECT MIN(position) FROM projection_checkpoints WHERE name IN ('balances', 'history')
-		HAVING COUNT(*) = 2`).Scan(&slowest)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) && !strings.Contains(err.Error(), "no such table") {
-		return 0, 0, err
-	}
-	var head int64
-	if err := logDB.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(&head); err != nil {
-		return 0, 0, err
-	}
-	if head <= slowest.Int64 {
-		return 0, 0, nil
-	}
-	var recordedAt int64
-	if err := logDB.QueryRowContext(ctx, `SELECT recorded_at FROM events WHERE position = ?`, slowest.Int64+1).Scan(&recordedAt); err != nil {
-		return 0, 0, err
-	}
-	return uint64(head - slowest.Int64), time.Since(time.UnixMicro(recordedAt)), nil
 }
 
 // logGoals logs the issue's goals for the throughputs measured so far.
