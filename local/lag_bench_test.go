@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,23 +27,7 @@ import (
 func BenchmarkProjectionLag(b *testing.B) {
 	const lagClients, lagAccounts = 32, 200
 	dir := b.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, "127.0.0.1:0", testEnv(dir), func(url string) { ready <- url }) }()
-	var base string
-	select {
-	case base = <-ready:
-	case err := <-done:
-		b.Fatalf("run: %v", err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("run: %v", err)
-		}
-	}()
+	base := start(b, testEnv(dir)).url
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: lagClients}, Timeout: 30 * time.Second}
 	post := func(command, body string) (int, string) {
 		resp, err := client.Post(base+"/commands/"+command, "application/json", strings.NewReader(body))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,23 +21,7 @@ import (
 // write against a plain read.
 func BenchmarkReadYourWrites(b *testing.B) {
 	const benchClients, benchAccounts = 8, 4
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, "127.0.0.1:0", testEnv(b.TempDir()), func(url string) { ready <- url }) }()
-	var base string
-	select {
-	case base = <-ready:
-	case err := <-done:
-		b.Fatalf("run: %v", err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("run: %v", err)
-		}
-	}()
+	base := start(b, testEnv(b.TempDir())).url
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients}, Timeout: 30 * time.Second}
 	send := func(method, target, body string) (int, string, time.Duration) {
 		start := time.Now()

@@ -37,7 +37,7 @@ type started struct {
 }
 
 // start runs the local runner on a free port until the test ends.
-func start(t *testing.T, getenv func(string) string) *started {
+func start(t testing.TB, getenv func(string) string) *started {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &started{cancel: cancel, done: make(chan error, 1)}
