@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -89,6 +90,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	failures := catchUpLog{log: s.app.Logger}
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,9 +103,35 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 			_, err := s.app.Project.CatchUp(ctx)
 			return err
 		})
-		if err != nil && ctx.Err() == nil {
-			s.app.Logger.Error("projection catch-up failed", "error", err.Error())
+		if ctx.Err() == nil {
+			failures.done(err)
 		}
 		cancel()
+	}
+}
+
+// catchUpLog logs the background catch-up's failures once per episode, as
+// a failure that lasts (a full read-model disk) fails every interval the
+// same way: the first failure at error level, the next ones at debug
+// level, and the first success after them at info level with their count.
+// Not safe for concurrent use: projectLoop owns it.
+type catchUpLog struct {
+	log      *slog.Logger
+	failures int // since the last success
+}
+
+// done records the outcome of one catch-up.
+func (c *catchUpLog) done(err error) {
+	switch {
+	case err == nil && c.failures > 0:
+		c.log.Info("projection catch-up works again", "failures", c.failures)
+		c.failures = 0
+	case err == nil:
+	case c.failures == 0:
+		c.failures = 1
+		c.log.Error("projection catch-up failed", "error", err.Error())
+	default:
+		c.failures++
+		c.log.Debug("projection catch-up failed again", "error", err.Error(), "failures", c.failures)
 	}
 }
