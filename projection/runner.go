@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/eventcore-go/eventcore/eventlog"
 )
 
@@ -47,8 +45,10 @@ type Options struct {
 	// blocks its projections for up to this long. 0 means DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// Owner identifies this runner in the lease table. It must differ
-	// between runners that may run at the same time; "" means a random
-	// UUID, new for each Runner.
+	// between runners that may run at the same time; "" means
+	// "HOST/PID/UUID", new for each Runner, whose lease another runner of
+	// the same machine takes over at once when PID no longer runs (see
+	// owner.go); the lease of any other owner waits for LeaseTTL.
 	Owner string
 	// Logger receives a debug line per batch and warnings for retries,
 	// dead letters and leases lost; nil discards them.
@@ -294,7 +294,7 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 		return nil, fmt.Errorf("projection: unknown dialect %v", opts.Dialect)
 	}
 	if opts.Owner == "" {
-		opts.Owner = uuid.NewString()
+		opts.Owner = defaultOwner()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -652,7 +652,8 @@ func (r *Runner) leaseFor(ctx context.Context, name string, cp, target eventlog.
 	}
 	// A read first: a lease held elsewhere answers ErrLocked without
 	// waiting for the write lock, which its holder may have for a while.
-	return true, r.checkLease(ctx, r.db, name)
+	_, err = r.checkLease(ctx, r.db, name)
+	return true, err
 }
 
 // ctxEnd is CatchUp's answer when ctx ended before the target.
@@ -668,7 +669,7 @@ func ctxEnd(ctx context.Context, name string, progressed bool) error {
 func (r *Runner) acquire(ctx context.Context, name string) error {
 	// A read first: a lease held elsewhere answers ErrLocked without
 	// waiting for the write lock, which its holder may have for a while.
-	if err := r.checkLease(ctx, r.db, name); err != nil {
+	if _, err := r.checkLease(ctx, r.db, name); err != nil {
 		return err
 	}
 	tx, err := r.beginWrite(ctx)
@@ -686,35 +687,41 @@ func (r *Runner) acquire(ctx context.Context, name string) error {
 }
 
 // checkLease returns an error wrapping ErrLocked when another owner holds
-// an unexpired lease on name.
-func (r *Runner) checkLease(ctx context.Context, q queryRower, name string) error {
+// an unexpired lease on name, unless that owner is a process of this
+// machine that no longer runs: then it returns that owner, whose lease
+// takeLease may take over.
+func (r *Runner) checkLease(ctx context.Context, q queryRower, name string) (dead string, err error) {
 	var owner string
 	var expires int64
-	err := q.QueryRowContext(ctx, `SELECT owner, expires_at FROM projection_leases WHERE name = $1`, name).Scan(&owner, &expires)
+	err = q.QueryRowContext(ctx, `SELECT owner, expires_at FROM projection_leases WHERE name = $1`, name).Scan(&owner, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return nil
+		return "", nil
 	case err != nil:
-		return fmt.Errorf("projection %q: read lease: %w", name, err)
-	case owner != r.owner && expires > time.Now().UnixMilli():
-		return fmt.Errorf("projection %q: %w: lease held by %q until %s", name, ErrLocked, owner,
-			time.UnixMilli(expires).UTC().Format(time.RFC3339Nano))
+		return "", fmt.Errorf("projection %q: read lease: %w", name, err)
+	case owner == r.owner || expires <= time.Now().UnixMilli():
+		return "", nil
+	case deadLocalOwner(owner):
+		return owner, nil
 	}
-	return nil
+	return "", fmt.Errorf("projection %q: %w: lease held by %q until %s", name, ErrLocked, owner,
+		time.UnixMilli(expires).UTC().Format(time.RFC3339Nano))
 }
 
 // takeLease takes or renews the lease inside a write transaction.
 func (r *Runner) takeLease(ctx context.Context, tx *sql.Tx, name string) error {
-	if err := r.checkLease(ctx, tx, name); err != nil {
+	dead, err := r.checkLease(ctx, tx, name)
+	if err != nil {
 		return err
 	}
 	// The condition repeats checkLease's under the row's lock: in
 	// PostgreSQL another runner may have renewed the lease since the read.
+	// An owner id is never empty, so dead = "" matches no row.
 	now := time.Now()
 	res, err := tx.ExecContext(ctx, `INSERT INTO projection_leases (name, owner, expires_at) VALUES ($1, $2, $3)
 		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-		WHERE projection_leases.owner = excluded.owner OR projection_leases.expires_at <= $4`,
-		name, r.owner, now.Add(r.leaseTTL).UnixMilli(), now.UnixMilli())
+		WHERE projection_leases.owner = excluded.owner OR projection_leases.expires_at <= $4 OR projection_leases.owner = $5`,
+		name, r.owner, now.Add(r.leaseTTL).UnixMilli(), now.UnixMilli(), dead)
 	if err != nil {
 		return fmt.Errorf("projection %q: take lease: %w", name, err)
 	}
@@ -724,6 +731,9 @@ func (r *Runner) takeLease(ctx context.Context, tx *sql.Tx, name string) error {
 	}
 	if n == 0 {
 		return fmt.Errorf("projection %q: %w: the lease was taken by another runner", name, ErrLocked)
+	}
+	if dead != "" {
+		r.log.InfoContext(ctx, "projection lease taken over from a process that no longer runs", "projection", name, "from", dead)
 	}
 	return nil
 }
@@ -912,7 +922,7 @@ func (r *Runner) Rebuild(ctx context.Context, name string) error {
 		return fmt.Errorf("projection %q: %w", name, err)
 	}
 	defer e.unlock()
-	if err := r.checkLease(ctx, r.db, name); err != nil {
+	if _, err := r.checkLease(ctx, r.db, name); err != nil {
 		return err
 	}
 	tx, err := r.beginWrite(ctx)

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -593,6 +595,54 @@ func TestLeaseExpiredTakeover(t *testing.T) {
 		t.Errorf("%d lease rows left", n)
 	}
 
+}
+
+// A default owner id names the machine and the process. The lease of a
+// process of this machine that no longer runs (a runner killed without
+// giving it back) is taken over at once; that of a live process, of
+// another machine, or of an owner id of another form waits for its
+// expiry.
+func TestLeaseOfADeadProcessTakenOverAtOnce(t *testing.T) {
+	t.Parallel()
+	store := newLog(t)
+	recs := appendEvents(t, store, streamNames("s", 3), 100, nil)
+	db, _ := newReadDB(t)
+	r := newRunner(t, db, store, projection.Options{BatchSize: 30}, newCounter("a"))
+	host, rest, ok := strings.Cut(r.Owner(), "/")
+	if pid, _, _ := strings.Cut(rest, "/"); !ok || pid != strconv.Itoa(os.Getpid()) {
+		t.Fatalf("default owner %q is not HOST/PID/UUID of this process", r.Owner())
+	}
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := strconv.Itoa(exited.ProcessState.Pid())
+	lease := func(owner string) {
+		t.Helper()
+		if _, err := db.Exec(`INSERT INTO projection_leases (name, owner, expires_at) VALUES ('a', ?1, ?2)
+			ON CONFLICT (name) DO UPDATE SET owner = ?1, expires_at = ?2`, owner, time.Now().Add(time.Hour).UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, owner := range []string{
+		host + "/" + strconv.Itoa(os.Getppid()) + "/live", // the go command, alive
+		"another-host/" + dead + "/gone",
+		"gone",
+	} {
+		lease(owner)
+		if _, err := r.CatchUp(context.Background(), "a", 0); !errors.Is(err, projection.ErrLocked) {
+			t.Fatalf("CatchUp under %q's lease: %v, want ErrLocked", owner, err)
+		}
+	}
+	lease(host + "/" + dead + "/gone")
+	rep, err := r.CatchUp(context.Background(), "a", 0)
+	if err != nil || rep.Checkpoint != 100 {
+		t.Fatalf("CatchUp over the lease of a process that exited: %+v, %v", rep, err)
+	}
+	checkModel(t, db, "a", expectModel(recs, nil))
+	if n := leaseRows(t, db); n != 0 {
+		t.Errorf("%d lease rows left", n)
+	}
 }
 
 // Another runner takes the lease while this one works: this one stops
