@@ -99,9 +99,9 @@ func (p *cuttingProxy) pipe(client, server net.Conn) {
 				return
 			}
 			if bytes.Contains(buf[:n], []byte("eventlog_append")) && p.armed.CompareAndSwap(true, false) {
+				p.cuts.Add(1) // before the client can see the cut
 				close(cut)
 				_ = client.Close()
-				p.cuts.Add(1)
 				time.Sleep(2 * time.Second) // the server finishes while its answer is drained
 				return
 			}
