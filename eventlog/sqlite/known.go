@@ -22,9 +22,10 @@ const knownFor = time.Second
 // Versions only grow, so a stale entry can only be lower than the truth:
 // the append's version check then refuses the command, which costs a retry
 // (and forgets the streams involved), never a wrong decision. It is never
-// lower than what this process's readers can see: a batch's streams are
-// forgotten before its COMMIT and recorded after it. Safe for concurrent
-// use.
+// lower than this process's own commits, even while a reader can already
+// see one that committed records not yet: a batch's streams are forgotten
+// before its COMMIT and recorded after it (a repeated command's outcome,
+// which wrote nothing, changes nothing). Safe for concurrent use.
 type known struct {
 	mu       sync.Mutex
 	versions map[eventlog.StreamID]eventlog.Version
@@ -50,6 +51,9 @@ func (k *known) committed(outcomes []appendOutcome, external, checked bool) {
 		k.checked = time.Now()
 	}
 	for _, o := range outcomes {
+		if o.result.Duplicate {
+			continue // the records of an earlier commit
+		}
 		for i := range o.result.Records {
 			r := &o.result.Records[i]
 			if r.Version > k.versions[r.Stream] {
@@ -66,6 +70,9 @@ func (k *known) committing(outcomes []appendOutcome) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, o := range outcomes {
+		if o.result.Duplicate {
+			continue // nothing written
+		}
 		for i := range o.result.Records {
 			delete(k.versions, o.result.Records[i].Stream)
 		}

@@ -177,3 +177,31 @@ func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A command sent again answers the records of its first commit; they must
+// not take what the process knows of the stream back to that version.
+func TestRepeatedCommandLeavesKnownVersions(t *testing.T) {
+	a, _ := openTwo(t)
+	ctx := context.Background()
+	id := eventlog.MustStreamID("s")
+	req := eventlog.AppendRequest{
+		Expected: []eventlog.ExpectedVersion{{Stream: id, Version: 0}},
+		Events:   []eventlog.Event{{Stream: id, Type: "E", Data: []byte(`{}`)}},
+		CommandID: "once",
+	}
+	if _, err := a.Append(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	for v := eventlog.Version(1); v < 5; v++ {
+		if _, err := appendAt(a, "s", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := a.Append(ctx, req)
+	if err != nil || !again.Duplicate {
+		t.Fatalf("the repeated command: %+v, %v; want its first records, Duplicate", again, err)
+	}
+	if got := versionOf(t, a, "s"); got != 5 {
+		t.Fatalf("probe after a repeated command: %d, want 5", got)
+	}
+}
