@@ -258,7 +258,11 @@ func (a *App) openReadModels(ctx context.Context) error {
 		}
 		a.readWriter = w
 	}
-	db, err := sql.Open("sqlite", cfg.StoreOptions().ReadModelDSN(cfg.ReadDB))
+	// The read models' replica, when there is one, runs their checkpoints
+	// (the event log's replica has nothing to do with this file).
+	readOpts := cfg.StoreOptions()
+	readOpts.NoAutoCheckpoint = a.readWriter != nil
+	db, err := sql.Open("sqlite", readOpts.ReadModelDSN(cfg.ReadDB))
 	if err == nil {
 		err = db.PingContext(ctx)
 	}

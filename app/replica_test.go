@@ -13,6 +13,7 @@ import (
 
 	"github.com/eventcore-go/eventcore/app"
 	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/replica/replicatest"
@@ -130,5 +131,36 @@ func TestProjectRoleFollowsTheLogReplica(t *testing.T) {
 	// The project role never writes the log.
 	if status, _, _ := fresh.Execute.HandleDirect(ctx, handler.CommandRequest{Command: "deposit", Input: []byte(`{"account":"alice","amount":1}`)}); status == 200 {
 		t.Fatal("the project role recorded a command")
+	}
+}
+
+// The read-model database checkpoints its WAL itself unless its own
+// replica runs the checkpoints: the event log's replica has nothing to do
+// with it.
+func TestReadModelCheckpointsUnlessItsReplicaDoes(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		readReplica bool
+		want        int
+	}{{"log replica only", false, sqlite.ReadModelCheckpointPages}, {"read-model replica", true, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := map[string]string{
+				"EVENTCORE_DB": filepath.Join(dir, "events.db"), "EVENTCORE_READ_DB": filepath.Join(dir, "projections.db"),
+				"EVENTCORE_REPLICA_URL": "file://" + filepath.Join(dir, "replica", "events"),
+			}
+			if c.readReplica {
+				env["EVENTCORE_READ_REPLICA_URL"] = "file://" + filepath.Join(dir, "replica", "read-models")
+			}
+			a := openRole(t, app.RoleProject, env)
+			defer func() { _ = a.Close() }()
+			var pages int
+			if err := a.ReadDB.QueryRow("PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+				t.Fatal(err)
+			}
+			if pages != c.want {
+				t.Fatalf("the read-model database checkpoints every %d pages, want %d", pages, c.want)
+			}
+		})
 	}
 }
