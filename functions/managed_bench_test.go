@@ -122,14 +122,17 @@ func BenchmarkManagedInstances(b *testing.B) {
 // returns the worst lag seen; a failed catch-up or sample fails the
 // benchmark then.
 func followProjections(b *testing.B, project *function, eventsDB, readDB string) func() lagprobe.Figures {
-	probe, err := lagprobe.Start(eventsDB, readDB, []string{"balances", "history"}, 20*time.Millisecond)
-	if err != nil {
-		b.Fatal(err)
-	}
 	scheduled, err := json.Marshal(events.EventBridgeEvent{
 		Version: "0", ID: "bench", DetailType: "Scheduled Event", Source: "aws.events",
 		Time: time.Now().UTC(), Region: "us-east-1", Detail: json.RawMessage(`{}`),
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A first catch-up before the load: the function's cold start and the
+	// accounts' opening events are not the lag under steady writes.
+	project.invokeOK(b, json.RawMessage(scheduled))
+	probe, err := lagprobe.Start(eventsDB, readDB, []string{"balances", "history"}, 20*time.Millisecond)
 	if err != nil {
 		b.Fatal(err)
 	}

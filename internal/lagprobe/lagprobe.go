@@ -9,10 +9,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
-	"github.com/eventcore-go/eventcore/eventlog/sqlite"
+	_ "modernc.org/sqlite" // the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Figures is the worst lag a Probe saw.
@@ -36,11 +38,11 @@ type Probe struct {
 // written every projection's first checkpoint, every event counts as
 // behind. Errors: a file that cannot be opened.
 func Start(eventsDB, readDB string, projections []string, every time.Duration) (*Probe, error) {
-	logDB, err := sql.Open("sqlite", sqlite.Options{}.DSN(eventsDB, "deferred")+"&_query_only=1")
+	logDB, err := sql.Open("sqlite", readOnlyDSN(eventsDB))
 	if err != nil {
 		return nil, fmt.Errorf("lagprobe: %w", err)
 	}
-	read, err := sql.Open("sqlite", sqlite.Options{}.DSN(readDB, "deferred")+"&_query_only=1")
+	read, err := sql.Open("sqlite", readOnlyDSN(readDB))
 	if err != nil {
 		_ = logDB.Close()
 		return nil, fmt.Errorf("lagprobe: %w", err)
@@ -75,6 +77,12 @@ func Start(eventsDB, readDB string, projections []string, every time.Duration) (
 	return p, nil
 }
 
+// readOnlyDSN opens path read-only: never created, never switched to
+// another journal mode.
+func readOnlyDSN(path string) string {
+	return (&url.URL{Scheme: "file", Path: path, RawQuery: "mode=ro&_pragma=busy_timeout(10000)"}).String()
+}
+
 // Stop takes a last sample, ends the sampling and returns the worst lag
 // seen. Errors: a sample failed (sampling stopped there).
 func (p *Probe) Stop() (Figures, error) {
@@ -95,12 +103,12 @@ func sample(ctx context.Context, logDB, read *sql.DB, projections []string) (beh
 	var slowest sql.NullInt64
 	err = read.QueryRowContext(ctx, `SELECT MIN(position) FROM projection_checkpoints WHERE name IN (`+strings.Join(marks, ", ")+`)
 		HAVING COUNT(*) = `+fmt.Sprint(len(projections)), args...).Scan(&slowest)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) && !strings.Contains(err.Error(), "no such table") {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) && !notYetCreated(err) {
 		return 0, 0, err
 	}
 	var head int64
 	if err := logDB.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(&head); err != nil {
-		if strings.Contains(err.Error(), "no such table") {
+		if notYetCreated(err) {
 			return 0, 0, nil // the writer has not created the log yet
 		}
 		return 0, 0, err
@@ -113,4 +121,14 @@ func sample(ctx context.Context, logDB, read *sql.DB, projections []string) (beh
 		return 0, 0, err
 	}
 	return uint64(head - slowest.Int64), time.Since(time.UnixMicro(recordedAt)), nil
+}
+
+// notYetCreated reports whether err says that a database file or its
+// tables do not exist yet (the runner or the writer has not started).
+func notYetCreated(err error) bool {
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) && coded.Code()&0xff == sqlite3.SQLITE_CANTOPEN {
+		return true
+	}
+	return strings.Contains(err.Error(), "no such table")
 }
