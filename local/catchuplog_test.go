@@ -19,18 +19,20 @@ func (r recorded) Handle(_ context.Context, rec slog.Record) error {
 func (r recorded) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r recorded) WithGroup(string) slog.Handler      { return r }
 
-// A lasting failure is one error line, not one per interval; the success
-// that ends it says so once, and a second episode logs its error again.
+// A lasting failure is one error line, not one per interval; another
+// error during it is logged again; the success that ends it says so once,
+// and a second episode logs its error again.
 func TestCatchUpFailuresLoggedOncePerEpisode(t *testing.T) {
 	var lines []string
 	c := catchUpLog{log: slog.New(recorded{&lines})}
-	full := errors.New("database or disk is full")
-	for _, err := range []error{nil, full, full, full, nil, nil, full, nil} {
+	full, stopped := errors.New("database or disk is full"), errors.New("stopped at a failing event")
+	for _, err := range []error{nil, full, full, stopped, stopped, nil, nil, full, nil} {
 		c.done(err)
 	}
 	want := []string{
 		"ERROR projection catch-up failed",
 		"DEBUG projection catch-up failed again",
+		"ERROR projection catch-up failed",
 		"DEBUG projection catch-up failed again",
 		"INFO projection catch-up works again",
 		"ERROR projection catch-up failed",

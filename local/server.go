@@ -112,12 +112,14 @@ func (s *server) projectLoop(ctx context.Context, interval time.Duration) {
 
 // catchUpLog logs the background catch-up's failures once per episode, as
 // a failure that lasts (a full read-model disk) fails every interval the
-// same way: the first failure at error level, the next ones at debug
-// level, and the first success after them at info level with their count.
-// Not safe for concurrent use: projectLoop owns it.
+// same way: a failure at error level when it is the first or its error
+// differs from the last one, the same failure again at debug level, and
+// the first success after them at info level with their count. Not safe
+// for concurrent use: projectLoop owns it.
 type catchUpLog struct {
 	log      *slog.Logger
-	failures int // since the last success
+	failures int    // since the last success
+	last     string // the last failure's error
 }
 
 // done records the outcome of one catch-up.
@@ -125,13 +127,14 @@ func (c *catchUpLog) done(err error) {
 	switch {
 	case err == nil && c.failures > 0:
 		c.log.Info("projection catch-up works again", "failures", c.failures)
-		c.failures = 0
+		c.failures, c.last = 0, ""
 	case err == nil:
-	case c.failures == 0:
-		c.failures = 1
-		c.log.Error("projection catch-up failed", "error", err.Error())
+	case c.failures == 0 || err.Error() != c.last:
+		c.failures++
+		c.last = err.Error()
+		c.log.Error("projection catch-up failed", "error", c.last)
 	default:
 		c.failures++
-		c.log.Debug("projection catch-up failed again", "error", err.Error(), "failures", c.failures)
+		c.log.Debug("projection catch-up failed again", "error", c.last, "failures", c.failures)
 	}
 }
