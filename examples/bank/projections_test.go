@@ -138,6 +138,12 @@ func TestBatchProjectionsMatchPerEvent(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
 	openBank(t, store)
+	// Enough accounts that a batch of 500 touches more than two statements'
+	// worth of them (balances: 21 rows, the balance lookup: 64 accounts
+	// per statement), so that the statements prepared once per batch run.
+	for i := range 150 {
+		mustExec(t, store, bank.OpenAccount{Account: fmt.Sprintf("m%d", i), Owner: "O"})
+	}
 	randomBank(t, store, 400, 1)
 	check := func(t *testing.T, newDB func(t *testing.T) *sql.DB, dialect projection.Dialect, store eventlog.Store) {
 		ctx := context.Background()
