@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,8 +137,12 @@ func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
 	stream := eventlog.MustStreamID("hot")
 	const appends, readers = 500, 4
 	var wg sync.WaitGroup
+	var appending atomic.Bool
+	var overlapped atomic.Int64 // probes made while appends went on
+	appending.Store(true)
 	wg.Go(func() {
 		defer stop()
+		defer appending.Store(false)
 		for v := range eventlog.Version(appends) {
 			if _, err := appendAt(a, "hot", v); err != nil {
 				if ctx.Err() == nil {
@@ -172,10 +177,16 @@ func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
 					stop()
 					return
 				}
+				if appending.Load() {
+					overlapped.Add(1)
+				}
 			}
 		})
 	}
 	wg.Wait()
+	if n := overlapped.Load(); n < 10 && !t.Failed() {
+		t.Fatalf("only %d probes ran beside the appends: the test checked nothing", n)
+	}
 }
 
 // A command sent again answers the records of its first commit; they must
