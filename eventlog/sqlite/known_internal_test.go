@@ -196,8 +196,8 @@ func TestRepeatedCommandLeavesKnownVersions(t *testing.T) {
 	ctx := context.Background()
 	id := eventlog.MustStreamID("s")
 	req := eventlog.AppendRequest{
-		Expected: []eventlog.ExpectedVersion{{Stream: id, Version: 0}},
-		Events:   []eventlog.Event{{Stream: id, Type: "E", Data: []byte(`{}`)}},
+		Expected:  []eventlog.ExpectedVersion{{Stream: id, Version: 0}},
+		Events:    []eventlog.Event{{Stream: id, Type: "E", Data: []byte(`{}`)}},
 		CommandID: "once",
 	}
 	if _, err := a.Append(ctx, req); err != nil {
