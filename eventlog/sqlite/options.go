@@ -152,8 +152,8 @@ const (
 //     consistent either way). A rollback journal keeps o.Synchronous,
 //     whose NORMAL could corrupt the file on power loss;
 //   - a page cache of ReadModelCacheKiB per connection;
-//   - statement journals in memory (temp_store), which a multi-row write
-//     keeps so that it can fail alone;
+//   - temporary files in memory (temp_store): the statement journal a
+//     multi-row write keeps so that it can fail alone, and sorts;
 //
 // and, unless o.NoAutoCheckpoint turns them off, automatic checkpoints
 // every ReadModelCheckpointPages pages of WAL. path must not contain '?'.
