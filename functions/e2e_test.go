@@ -2,6 +2,7 @@ package functions_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/google/uuid"
 
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
@@ -266,16 +268,42 @@ func (f *function) invoke(t testing.TB, payload any) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := client.Post(f.url, "application/json", bytes.NewReader(body))
+	status, out, err := f.post(context.Background(), body)
 	if err != nil {
-		t.Fatalf("%s: invoke: %v", f.name, err)
+		t.Fatalf("%s: %v", f.name, err)
+	}
+	return status, out
+}
+
+// post invokes the function with body until ctx ends, and returns the
+// emulator's status and answer.
+func (f *function) post(ctx context.Context, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("invoke: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s: read the invoke answer: %v", f.name, err)
+		return 0, nil, fmt.Errorf("read the invoke answer: %w", err)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, nil
+}
+
+// scheduledEvent is what EventBridge sends the project function on its
+// ProjectionSchedule.
+func scheduledEvent() events.EventBridgeEvent {
+	return events.EventBridgeEvent{
+		Version: "0", ID: uuid.NewString(), DetailType: "Scheduled Event",
+		Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
+		Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
+		Detail:    json.RawMessage(`{}`),
+	}
 }
 
 // invokeOK invokes and requires the emulator's 200 (the function answered).
@@ -587,12 +615,7 @@ func TestLambdaEndToEnd(t *testing.T) {
 	})
 
 	t.Run("scheduled catch-up", func(t *testing.T) {
-		scheduled := events.EventBridgeEvent{
-			Version: "0", ID: "7bf73129-1428-4cd3-a780-95db273d1602", DetailType: "Scheduled Event",
-			Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
-			Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
-			Detail:    json.RawMessage(`{}`),
-		}
+		scheduled := scheduledEvent()
 		out := project.invokeOK(t, scheduled)
 		var report scheduleReport
 		if err := json.Unmarshal(out, &report); err != nil {

@@ -5,14 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/eventcore-go/eventcore/internal/lagprobe"
 	"github.com/eventcore-go/eventcore/replica/replicatest"
@@ -46,20 +43,20 @@ import (
 //     Lambda would throttle) resent per transfer;
 //   - commands/sync (mode=litestream): transfers per S3 upload, that is
 //     how many commands one replica sync covered;
-//   - lag-max-events, lag-max-ms (mode=file+project, mode=file at 64 with
-//     the project function beside it, in the lambda shape on the same
-//     files, invoked with a scheduled catch-up again as soon as it
-//     answers): how far the bank's projections fell behind the log while
-//     the transfers ran, the most events the slowest projection had still
-//     to apply, and the age of the oldest of them, sampled every 20 ms
-//     (see lagprobe). Deployed, the
-//     catch-ups run on the ProjectionSchedule (a minute at most often)
-//     and on reads with min_position, so this is the catch-up's capacity
-//     against the write rate, not the staleness between two schedules.
+//   - lag-max-events, lag-max-ms (mode=file+project: the project function
+//     beside the writer, in the lambda shape on the same files, invoked
+//     with a scheduled catch-up again as soon as it answers, after one
+//     catch-up before the load): how far the bank's projections fell
+//     behind the log while the transfers ran, the most events the slowest
+//     projection had still to apply, and the age of the oldest of them,
+//     sampled every 20 ms (see lagprobe). Deployed, the catch-ups run on
+//     the ProjectionSchedule (a minute at most often) and on reads with
+//     min_position, so this is the catch-up's capacity against the write
+//     rate, not the staleness between two schedules.
 //
 // Any other answer fails the benchmark. The litestream@64 sub-benchmark
-// logs the issue's goals beside the figures: litestream@64 at least 12 times
-// litestream@1 and at least 0.7 times file@64. Run it, for example, with
+// logs the issue's goals beside the figures: litestream@64 at least 12
+// times litestream@1 and at least 0.7 times file@64. Run it, for example, with
 //
 //	go test -run '^$' -bench Managed -benchtime 2000x ./functions/
 func BenchmarkManagedInstances(b *testing.B) {
@@ -122,10 +119,7 @@ func BenchmarkManagedInstances(b *testing.B) {
 // returns the worst lag seen; a failed catch-up or sample fails the
 // benchmark then.
 func followProjections(b *testing.B, project *function, eventsDB, readDB string) func() lagprobe.Figures {
-	scheduled, err := json.Marshal(events.EventBridgeEvent{
-		Version: "0", ID: "bench", DetailType: "Scheduled Event", Source: "aws.events",
-		Time: time.Now().UTC(), Region: "us-east-1", Detail: json.RawMessage(`{}`),
-	})
+	scheduled, err := json.Marshal(scheduledEvent())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -141,22 +135,15 @@ func followProjections(b *testing.B, project *function, eventsDB, readDB string)
 	go func() {
 		defer close(failed)
 		for ctx.Err() == nil {
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, project.url, bytes.NewReader(scheduled))
-			if err != nil {
-				failed <- err
+			status, out, err := project.post(ctx, scheduled)
+			switch {
+			case err != nil && ctx.Err() != nil:
 				return
-			}
-			resp, err := client.Do(req)
-			if err != nil {
-				if ctx.Err() == nil {
-					failed <- fmt.Errorf("scheduled catch-up: %w", err)
-				}
+			case err != nil:
+				failed <- fmt.Errorf("scheduled catch-up: %w", err)
 				return
-			}
-			out, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || bytes.Contains(out, []byte(`"errorType"`)) {
-				failed <- fmt.Errorf("scheduled catch-up answered %d: %s", resp.StatusCode, out)
+			case status != http.StatusOK || bytes.Contains(out, []byte(`"errorType"`)):
+				failed <- fmt.Errorf("scheduled catch-up answered %d: %s", status, out)
 				return
 			}
 		}

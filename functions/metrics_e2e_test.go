@@ -188,12 +188,7 @@ func TestLambdaMetricsInPushgateway(t *testing.T) {
 	}
 
 	project := startFunction(t, "project", "project", lambdaEnv(data, gateway, projectJob, projectStream, interval, pushInterval.String()))
-	scheduled := events.EventBridgeEvent{
-		Version: "0", ID: "0c6d2a5e-6a3f-4f39-9a35-3f0f5e0f9a11", DetailType: "Scheduled Event",
-		Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
-		Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
-		Detail:    json.RawMessage(`{}`),
-	}
+	scheduled := scheduledEvent()
 	var report scheduleReport
 	if out := project.invokeOK(t, scheduled); json.Unmarshal(out, &report) != nil || len(report.Projections) != 2 {
 		t.Fatalf("scheduled run answered %s", out)

@@ -2,15 +2,12 @@ package functions_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/benbjohnson/litestream"
 	_ "github.com/benbjohnson/litestream/s3" // registers s3:// replicas
 
@@ -76,12 +73,7 @@ func TestLambdaLitestreamMode(t *testing.T) {
 	if n := ltxFiles(t, s3.URL("lambda/read-models"), 1); n != 0 {
 		t.Fatalf("the read-model replica has %d level-1 files before any schedule ran", n)
 	}
-	project.invokeOK(t, events.EventBridgeEvent{
-		Version: "0", ID: "5b0c9e55-2f57-4a0b-9d40-7f3c2f3f7a10", DetailType: "Scheduled Event",
-		Source: "aws.events", AccountID: "123456789012", Time: time.Now().UTC(), Region: "us-east-1",
-		Resources: []string{"arn:aws:events:us-east-1:123456789012:rule/ProjectFunctionCatchUp"},
-		Detail:    json.RawMessage(`{}`),
-	})
+	project.invokeOK(t, scheduledEvent())
 	if n := ltxFiles(t, s3.URL("lambda/read-models"), 1); n == 0 {
 		t.Fatal("a scheduled project invocation did not compact the read-model replica")
 	}
