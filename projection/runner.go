@@ -46,9 +46,10 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Owner identifies this runner in the lease table. It must differ
 	// between runners that may run at the same time; "" means
-	// "HOST/PID/UUID", new for each Runner, whose lease another runner of
-	// the same machine takes over at once when PID no longer runs (see
-	// owner.go); the lease of any other owner waits for LeaseTTL.
+	// "HOST/PID@START/UUID", new for each Runner, whose lease another
+	// runner of the same machine takes over at once when that process no
+	// longer runs (see owner.go); the lease of any other owner waits for
+	// LeaseTTL.
 	Owner string
 	// Logger receives a debug line per batch and warnings for retries,
 	// dead letters and leases lost; nil discards them.
