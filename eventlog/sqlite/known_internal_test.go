@@ -190,9 +190,11 @@ func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
 }
 
 // A command sent again answers the records of its first commit; they must
-// not take what the process knows of the stream back to that version.
+// not take what a process knows of the stream back to that version,
+// whether it knew the stream (committing must not forget it) or not
+// (committed must not record them).
 func TestRepeatedCommandLeavesKnownVersions(t *testing.T) {
-	a, _ := openTwo(t)
+	a, b := openTwo(t)
 	ctx := context.Background()
 	id := eventlog.MustStreamID("s")
 	req := eventlog.AppendRequest{
@@ -208,11 +210,15 @@ func TestRepeatedCommandLeavesKnownVersions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	again, err := a.Append(ctx, req)
-	if err != nil || !again.Duplicate {
-		t.Fatalf("the repeated command: %+v, %v; want its first records, Duplicate", again, err)
-	}
-	if got := versionOf(t, a, "s"); got != 5 {
-		t.Fatalf("probe after a repeated command: %d, want 5", got)
+	// Sent again to this process, which knows the stream, and to another
+	// (b), which does not.
+	for _, s := range []*Store{a, b} {
+		again, err := s.Append(ctx, req)
+		if err != nil || !again.Duplicate {
+			t.Fatalf("the repeated command: %+v, %v; want its first records, Duplicate", again, err)
+		}
+		if got := versionOf(t, s, "s"); got != 5 {
+			t.Fatalf("probe after a repeated command: %d, want 5", got)
+		}
 	}
 }
