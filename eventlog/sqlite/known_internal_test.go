@@ -191,8 +191,8 @@ func TestProbesNeverLagTheProcessOwnCommits(t *testing.T) {
 
 // A command sent again answers the records of its first commit; they must
 // not take what a process knows of the stream back to that version,
-// whether it knew the stream (committing must not forget it) or not
-// (committed must not record them).
+// whether it knew the stream or not (then committed must not record
+// them). committing skips them too, but that only saves a query.
 func TestRepeatedCommandLeavesKnownVersions(t *testing.T) {
 	a, b := openTwo(t)
 	ctx := context.Background()
