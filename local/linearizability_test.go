@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,7 @@ type linOutput struct {
 	refused string // a business-rule code: nothing was applied
 	unknown bool   // 5xx, timeout or transport error: maybe applied
 	balance int64  // a read's balance
+	status  int    // the HTTP status, for a failing history's report
 }
 
 type linState [linAccounts]int64
@@ -205,8 +208,7 @@ func (h *linHistory) command(client int, in linInput) {
 	}
 	call := time.Now()
 	status, resp, err := h.post(context.Background(), name, body)
-	ret := time.Now()
-	var out linOutput
+	out := linOutput{status: status}
 	switch {
 	case err == nil && status == http.StatusOK:
 		out.applied = true
@@ -216,7 +218,11 @@ func (h *linHistory) command(client int, in linInput) {
 	default:
 		out.unknown = true
 	}
-	h.record(client, in, out, call, ret)
+	// The return is taken after noteAcked: a read sent after this
+	// operation returned must ask for its position. Taking it before
+	// would leave a gap in which a read that must follow this command
+	// asks for less and may rightly not see it.
+	h.record(client, in, out, call, time.Now())
 }
 
 // read reads a balance at the acknowledged position and records it.
@@ -233,7 +239,7 @@ func (h *linHistory) read(t *testing.T, client int, in linInput) {
 		t.Errorf("GET %s: %d %s %v", url, status, body, err)
 		return
 	}
-	h.record(client, in, linOutput{balance: b.Balance}, call, ret)
+	h.record(client, in, linOutput{balance: b.Balance, status: status}, call, ret)
 }
 
 // plain reads a balance without min_position and keeps its as_of.
@@ -333,7 +339,7 @@ func TestLinearizableHTTP(t *testing.T) {
 	result, info, ops := runLinearizability(t, s.url, "lin", 8, 50, 1)
 	t.Logf("history and check took %v", time.Since(began))
 	if result != porcupine.Ok {
-		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info))
+		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info, ops))
 	}
 	t.Logf("%d operations checked: linearizable", len(ops))
 }
@@ -344,21 +350,55 @@ func TestLinearizableHTTPPostgres(t *testing.T) {
 	s := start(t, pgEnv(t, pgtest.NewDatabase(t)))
 	result, info, ops := runLinearizability(t, s.url, "linpg", 8, 50, 1)
 	if result != porcupine.Ok {
-		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info))
+		t.Fatalf("%d operations: %s\n%s", len(ops), result, describeLinearization(info, ops))
 	}
 	t.Logf("%d operations checked: linearizable", len(ops))
 }
 
-// describeLinearization prints the longest linearizable prefix porcupine
-// found, for a failing history.
-func describeLinearization(info porcupine.LinearizationInfo) string {
-	var b strings.Builder
+// describeLinearization reports a failing history: the end of the
+// longest order porcupine could build, then the operations it could not
+// place after it, in the order they were sent.
+func describeLinearization(info porcupine.LinearizationInfo, ops []porcupine.Operation) string {
+	var longest []int
 	for _, partial := range info.PartialLinearizations() {
 		for _, seq := range partial {
-			fmt.Fprintf(&b, "%v\n", seq)
+			if len(seq) > len(longest) {
+				longest = seq
+			}
 		}
 	}
+	placed := make(map[int]bool, len(longest))
+	for _, i := range longest {
+		placed[i] = true
+	}
+	start := slices.MinFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) }).Call
+	var b strings.Builder
+	fmt.Fprintf(&b, "times in µs from the first call; the longest order found places %d of %d operations; it ends with:\n", len(longest), len(ops))
+	for _, i := range longest[max(0, len(longest)-12):] {
+		fmt.Fprintf(&b, "  %s\n", describeOp(ops[i], start))
+	}
+	var rest []porcupine.Operation
+	for i, op := range ops {
+		if !placed[i] {
+			rest = append(rest, op)
+		}
+	}
+	slices.SortFunc(rest, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+	fmt.Fprintf(&b, "and none of these could come next (the first %d of %d, by send time):\n", min(12, len(rest)), len(rest))
+	for _, op := range rest[:min(12, len(rest))] {
+		fmt.Fprintf(&b, "  %s\n", describeOp(op, start))
+	}
 	return b.String()
+}
+
+func describeOp(op porcupine.Operation, start int64) string {
+	out := op.Output.(linOutput)
+	ret := "never"
+	if op.Return != math.MaxInt64 {
+		ret = fmt.Sprint((op.Return - start) / 1e3)
+	}
+	return fmt.Sprintf("client %d, sent %d, returned %s, status %d: %s",
+		op.ClientId, (op.Call-start)/1e3, ret, out.status, linModel.DescribeOperation(op.Input, op.Output))
 }
 
 // TestLinearizabilityCheckerCatchesRaces: the same check against a runner
