@@ -185,7 +185,10 @@ func TestPostgresLease(t *testing.T) {
 		}
 		return nil
 	})
-	rA := newRunner(t, db, store, pgOptions(projection.Options{BatchSize: 20, Owner: "a", LeaseTTL: 200 * time.Millisecond}), holder)
+	// A's lease must outlast B's first try below however slow the
+	// machine, and then expire while A's batch is still open.
+	const ttl = 2 * time.Second
+	rA := newRunner(t, db, store, pgOptions(projection.Options{BatchSize: 20, Owner: "a", LeaseTTL: ttl}), holder)
 	store2, db2 := openPostgres(t, url)
 	other := newCounter("counts")
 	rB := newRunner(t, db2, store2, pgOptions(projection.Options{BatchSize: 20, Owner: "b"}), other)
@@ -196,12 +199,14 @@ func TestPostgresLease(t *testing.T) {
 		done <- err
 	}()
 	<-entered
-	if _, err := rB.CatchUp(ctx, "counts", 0); !errors.Is(err, projection.ErrLocked) {
+	tryCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if _, err := rB.CatchUp(tryCtx, "counts", 0); !errors.Is(err, projection.ErrLocked) {
 		t.Errorf("B while A works: %v, want ErrLocked", err)
 	}
+	cancel()
 	// A's lease expires while its batch is open (the batch holds the lease
 	// row): B's takeover waits for that batch to commit.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(ttl + 100*time.Millisecond)
 	bDone := make(chan error, 1)
 	go func() {
 		_, err := rB.CatchUp(ctx, "counts", 0)
