@@ -213,22 +213,23 @@ func TestFollowerReadsDuringCatchUp(t *testing.T) {
 	defer func() { _ = f.Close() }()
 	w.appendMany(t, ctx, "note", 2, 3)
 
-	s3.SetDelay(500 * time.Millisecond)
+	s3.SetDelay(3 * time.Second)
 	caught := make(chan error, 1)
 	go func() {
 		_, err := f.CatchUp(ctx)
 		caught <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // the catch-up lists the replica, slowly
+	s3.WaitHeld(t) // the catch-up lists the replica, slowly
 	began := time.Now()
 	if head, err := f.Head(ctx); err != nil || head != 2 {
 		t.Fatalf("a read during the catch-up: head %d, %v; want the copy's 2", head, err)
 	}
-	// Every request to the replica takes 500 ms; a read that waited for
-	// one took at least most of that.
-	if took := time.Since(began); took > 250*time.Millisecond {
+	// Every request to the replica takes 3 s; a read that waited for one
+	// took at least half of that.
+	if took := time.Since(began); took > 1500*time.Millisecond {
 		t.Fatalf("a read during the catch-up took %v: it waited for the replica", took)
 	}
+	s3.SetDelay(0) // the rest of the catch-up need not be slow
 	if err := <-caught; err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ type S3 struct {
 	down     atomic.Bool
 	delay    atomic.Int64 // time.Duration added to every request
 	puts     atomic.Int64 // PUT requests served
+	held     atomic.Int64 // requests waiting out the delay now
 }
 
 // StartS3 starts a server that stops with the test. It sets the AWS
@@ -47,10 +48,13 @@ func StartS3(t testing.TB) *S3 {
 			s.puts.Add(1)
 		}
 		if d := time.Duration(s.delay.Load()); d > 0 {
+			s.held.Add(1)
 			timer := time.NewTimer(d)
 			select {
 			case <-timer.C:
+				s.held.Add(-1)
 			case <-r.Context().Done(): // the client gave up
+				s.held.Add(-1)
 				timer.Stop()
 				return
 			}
@@ -124,6 +128,21 @@ func (s *S3) SetDown(down bool) { s.down.Store(down) }
 // taken as zero. Safe for concurrent use; call it right after StartS3 to
 // delay every request of a test.
 func (s *S3) SetDelay(d time.Duration) { s.delay.Store(int64(max(d, 0))) }
+
+// WaitHeld returns once a request is waiting out the delay set by
+// SetDelay: the client's call is in flight at the replica. It fails the
+// test when none arrives within 30 s. Tests use it where a fixed sleep
+// would guess how long the client takes to get there.
+func (s *S3) WaitHeld(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no request reached the replica within 30s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
 
 // Puts returns how many PUT requests (uploads, lease writes) the server
 // has received: with one upload per sync, how many syncs a load cost.
