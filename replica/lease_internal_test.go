@@ -133,10 +133,13 @@ func TestLeaseAcquisitionIsCheckedBeforeAnyCallerWrites(t *testing.T) {
 	errs := make(chan error, waiters+1)
 	wg.Go(func() { errs <- l.hold(ctx, time.Second, check) })
 	store.waitEntered(t)
+	waiting, queued := signalWaits(ctx, waiters)
 	for range waiters {
-		wg.Go(func() { errs <- l.hold(ctx, time.Second, check) })
+		wg.Go(func() { errs <- l.hold(waiting, time.Second, check) })
 	}
-	time.Sleep(20 * time.Millisecond) // the waiters queue behind the acquisition
+	for range waiters { // the waiters queue behind the acquisition
+		<-queued
+	}
 	store.answer <- scriptedLeaseReply{acquired: true, left: time.Minute}
 	wg.Wait()
 	close(errs)
@@ -167,6 +170,28 @@ func TestLeaseAcquisitionIsCheckedBeforeAnyCallerWrites(t *testing.T) {
 	}
 }
 
+// signalWaits returns a context that sends on queued each time a caller
+// asks for its Done channel, which hold does only to wait for an attempt
+// in flight: the test knows a caller waits, instead of guessing with a
+// sleep. n is how many waiters the test expects.
+func signalWaits(ctx context.Context, n int) (context.Context, <-chan struct{}) {
+	queued := make(chan struct{}, n)
+	return waitSignal{Context: ctx, queued: queued}, queued
+}
+
+type waitSignal struct {
+	context.Context
+	queued chan<- struct{}
+}
+
+func (w waitSignal) Done() <-chan struct{} {
+	select {
+	case w.queued <- struct{}{}:
+	default:
+	}
+	return w.Context.Done()
+}
+
 // A caller that needs a lease that is too short waits for the renewal in
 // flight and gets its error; one that gives up waiting gets ErrUnavailable.
 func TestLeaseTooShortWaitsForTheRenewal(t *testing.T) {
@@ -183,8 +208,9 @@ func TestLeaseTooShortWaitsForTheRenewal(t *testing.T) {
 		t.Fatalf("a caller that gave up waiting got %v, want ErrUnavailable", err)
 	}
 	second := make(chan error, 1)
-	go func() { second <- l.hold(ctx, time.Second, noCheck) }()
-	time.Sleep(20 * time.Millisecond)
+	waiting, queued := signalWaits(ctx, 1)
+	go func() { second <- l.hold(waiting, time.Second, noCheck) }()
+	<-queued
 	down := errors.New("lease store down")
 	store.answer <- scriptedLeaseReply{err: down}
 	for _, ch := range []chan error{first, second} {
