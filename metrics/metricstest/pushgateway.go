@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -82,11 +83,21 @@ func FreeAddr(t testing.TB) string {
 // it returns its URL and closes when the test ends.
 func BlackHole(t testing.TB) string {
 	t.Helper()
+	url, _ := CountingBlackHole(t)
+	return url
+}
+
+// CountingBlackHole is BlackHole that also returns how many connections it
+// has accepted so far: a client that gives up on a push and tries again
+// opens a new one, so the count is the number of push attempts.
+func CountingBlackHole(t testing.TB) (url string, accepted func() int64) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conns []net.Conn
+	var count atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -95,6 +106,7 @@ func BlackHole(t testing.TB) string {
 			if err != nil {
 				return
 			}
+			count.Add(1)
 			conns = append(conns, c) // held open, never read or answered
 		}
 	}()
@@ -105,7 +117,7 @@ func BlackHole(t testing.TB) string {
 			_ = c.Close()
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), count.Load
 }
 
 // Families fetches and parses the gateway's /metrics.
