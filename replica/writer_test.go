@@ -256,9 +256,9 @@ func TestFrozenWriterReloadsAfterSuccessorWrote(t *testing.T) {
 	ctx := context.Background()
 	s3 := replicatest.StartS3(t)
 	url := s3.URL("frozen")
-	ttl := 2 * time.Second
+	ttl := 5 * time.Second // outlasts the steps that need it held on a loaded machine
 	opts := func(path, owner string) replica.Options {
-		return replica.Options{URL: url, Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
+		return replica.Options{URL: url, Path: path, LeaseTTL: ttl, SyncTimeout: 1500 * time.Millisecond, Owner: owner}
 	}
 	pathA := filepath.Join(t.TempDir(), "a.db")
 	a := mustNode(t, ctx, opts(pathA, "a"))
@@ -377,9 +377,9 @@ func TestForkAtTheSameTXIDIsRestored(t *testing.T) {
 func TestStartWithoutLease(t *testing.T) {
 	ctx := context.Background()
 	s3 := replicatest.StartS3(t)
-	ttl := 2 * time.Second
+	ttl := 5 * time.Second // outlasts the steps that need it held on a loaded machine
 	opts := func(path, owner string) replica.Options {
-		return replica.Options{URL: s3.URL("successor"), Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner, StartWithoutLease: true}
+		return replica.Options{URL: s3.URL("successor"), Path: path, LeaseTTL: ttl, SyncTimeout: 1500 * time.Millisecond, Owner: owner, StartWithoutLease: true}
 	}
 	a, err := openNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
 	if err != nil {
@@ -419,9 +419,9 @@ func TestStartWithoutLease(t *testing.T) {
 func TestFrozenWriterAfterSuccessorReleased(t *testing.T) {
 	ctx := context.Background()
 	s3 := replicatest.StartS3(t)
-	ttl := 2 * time.Second
+	ttl := 5 * time.Second // outlasts the steps that need it held on a loaded machine
 	opts := func(path, owner string) replica.Options {
-		return replica.Options{URL: s3.URL("released"), Path: path, LeaseTTL: ttl, SyncTimeout: 500 * time.Millisecond, Owner: owner}
+		return replica.Options{URL: s3.URL("released"), Path: path, LeaseTTL: ttl, SyncTimeout: 1500 * time.Millisecond, Owner: owner}
 	}
 	a := mustNode(t, ctx, opts(filepath.Join(t.TempDir(), "a.db"), "a"))
 	if _, err := a.appendOne(ctx, "note-a", 0); err != nil {
