@@ -84,7 +84,13 @@ func TestBatchConflictRefusesOnlyItsOwn(t *testing.T) {
 			})
 		})
 	}
-	time.Sleep(time.Second) // let every append queue behind the blocked one
+	// Every append queues behind the blocked one.
+	for deadline := time.Now().Add(30 * time.Second); postgres.QueuedAppends(s) < racing+others; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d appends queued within 30s", postgres.QueuedAppends(s), racing+others)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	release()
 	wg.Wait()
 
