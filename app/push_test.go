@@ -119,7 +119,8 @@ func TestPushWhileProjectionsAreLocked(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("push with the projections locked: %v, want its deadline", err)
 		}
-		if took > 500*time.Millisecond {
+		// Under the collector's 1 s wait, which this must be told apart from.
+		if took > 900*time.Millisecond {
 			t.Errorf("a push with a 100ms timeout took %v", took)
 		}
 	})

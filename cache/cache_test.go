@@ -154,7 +154,7 @@ func TestConcurrentUseKeepsAccounting(t *testing.T) {
 	c.Delete("last")
 	// Every remaining entry is expired; once go-cache's janitor removes them
 	// the accounting must come back to zero.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for c.Stats().Entries != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -287,7 +287,7 @@ func errorCode(body []byte) string {
 // the history; it returns porcupine's verdict and the history's size.
 func runLinearizability(t *testing.T, url, prefix string, clients, each int, seed uint64) (porcupine.CheckResult, porcupine.LinearizationInfo, []porcupine.Operation) {
 	t.Helper()
-	h := &linHistory{url: url, prefix: prefix, client: &http.Client{Timeout: 10 * time.Second}}
+	h := &linHistory{url: url, prefix: prefix, client: &http.Client{Timeout: 30 * time.Second}}
 	h.setup(t)
 	var wg sync.WaitGroup
 	for c := range clients {

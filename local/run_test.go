@@ -164,12 +164,12 @@ func walkThrough(t *testing.T, getenv func(string) string) {
 	}
 
 	// The projections catch up on their own.
-	eventually(t, 3*time.Second, "balances caught up", func() bool {
+	eventually(t, 15*time.Second, "balances caught up", func() bool {
 		a := do(t, "GET", u+"/accounts/alice", "")
 		var b balance
 		return a.status == 200 && json.Unmarshal([]byte(a.body), &b) == nil && b.Balance == 75 && b.Position == 4
 	})
-	eventually(t, 3*time.Second, "projections caught up", func() bool {
+	eventually(t, 15*time.Second, "projections caught up", func() bool {
 		return do(t, "GET", u+"/projections", "").body == `{"projections":[{"name":"balances","checkpoint":5,"head":5,"lag":0,"dead_letters":0},{"name":"history","checkpoint":5,"head":5,"lag":0,"dead_letters":0}]}`
 	})
 	do(t, "GET", u+"/accounts/bob", "").want(t, 200, `{"account":"bob","balance":25,"position":5,"as_of":5}`)
@@ -246,7 +246,7 @@ func TestTimerCatchesUp(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "timer catch-up", func() bool {
+	eventually(t, 15*time.Second, "timer catch-up", func() bool {
 		return do(t, "GET", s.url+"/accounts/alice", "").body == `{"account":"alice","balance":42,"position":2,"as_of":3}`
 	})
 	do(t, "GET", s.url+"/streams/orders%2F1", "").want(t, 200, `{"stream":"orders/1","version":1,"events":[{"position":3,"stream":"orders/1"`)
