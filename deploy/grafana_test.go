@@ -151,11 +151,9 @@ func TestGrafanaBoardParses(t *testing.T) {
 	}
 }
 
-// exportedSeries runs a real instance (the local runner's App on SQLite
-// files in a temporary directory), executes commands and catches the
-// projections up, and returns the names of the series its registry
-// exports, histograms' and summaries' _bucket, _sum and _count included.
-func exportedSeries(t *testing.T) map[string]bool {
+// openInstance opens a real instance: the local runner's App on SQLite
+// files in a temporary directory, closed when the test ends.
+func openInstance(t *testing.T) *app.App {
 	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{
@@ -168,12 +166,22 @@ func exportedSeries(t *testing.T) map[string]bool {
 	}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	ctx := context.Background()
-	a, err := app.Open(ctx, cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := app.Open(context.Background(), cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
+	return a
+}
+
+// exportedSeries runs a real instance (openInstance), executes commands
+// and catches the projections up, and returns the names of the series its
+// registry exports, histograms' and summaries' _bucket, _sum and _count
+// included.
+func exportedSeries(t *testing.T) map[string]bool {
+	t.Helper()
+	a := openInstance(t)
+	ctx := context.Background()
 	for _, c := range []struct{ name, body string }{
 		{"open-account", `{"account":"a","owner":"A"}`},
 		{"deposit", `{"account":"a","amount":5}`},

@@ -1,5 +1,6 @@
 // Package metricstest runs a real Prometheus Pushgateway (Debian's
-// prometheus-pushgateway) for tests, and reads back what it holds.
+// prometheus-pushgateway) and a real Prometheus server (Debian's
+// prometheus) for tests, and reads back what the gateway holds.
 package metricstest
 
 import (
@@ -7,14 +8,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
-	"strings"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/eventcore-go/eventcore/internal/syncbuf"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -28,19 +31,29 @@ const Binary = "prometheus-pushgateway"
 // binary is missing and CI=true, and skips it otherwise.
 func StartPushgateway(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath(Binary)
-	if err != nil {
-		if isCI() {
-			t.Fatalf("%s is not installed (apt-get install prometheus-pushgateway)", Binary)
-		}
-		t.Skipf("%s is not installed (apt-get install prometheus-pushgateway)", Binary)
-	}
 	addr := FreeAddr(t)
 	// Debian's gateway persists to /var/lib/prometheus/pushgateway.data by
 	// default: every test gateway would share what earlier ones held.
-	cmd := exec.Command(bin, "--web.listen-address="+addr, "--persistence.file=")
+	startServer(t, Binary, "prometheus-pushgateway", addr, "--web.listen-address="+addr, "--persistence.file=")
+	return "http://" + addr
+}
+
+// startServer starts bin (installed by the Debian package pkg) with args,
+// in its own process group that is killed when the test ends, and waits
+// until http://addr/-/ready answers 200. A missing binary fails the test
+// under CI=true and skips it otherwise.
+func startServer(t testing.TB, bin, pkg, addr string, args ...string) {
+	t.Helper()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		if isCI() {
+			t.Fatalf("%s is not installed (apt-get install %s)", bin, pkg)
+		}
+		t.Skipf("%s is not installed (apt-get install %s)", bin, pkg)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out strings.Builder
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -49,21 +62,56 @@ func StartPushgateway(t testing.TB) string {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	url := "http://" + addr
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(url + "/-/ready")
+		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return url
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pushgateway did not become ready: %v\n%s", err, out.String())
+			t.Fatalf("%s did not become ready: %v\n%s", bin, err, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// PrometheusBinary is the Prometheus server's executable (Debian's
+// prometheus package).
+const PrometheusBinary = "prometheus"
+
+// StartPrometheus starts a Prometheus server on a free 127.0.0.1 port that
+// scrapes the Pushgateway at gatewayURL every second, keeping the pushed
+// job and instance labels (honor_labels), with its storage in a temporary
+// directory. It returns the server's base URL and stops it when the test
+// ends. It fails the test when the binary is missing and CI=true, and
+// skips it otherwise.
+func StartPrometheus(t testing.TB, gatewayURL string) string {
+	t.Helper()
+	gw, err := url.Parse(gatewayURL)
+	if err != nil || gw.Host == "" {
+		t.Fatalf("gateway URL %q: %v", gatewayURL, err)
+	}
+	dir := t.TempDir()
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: pushgateway
+    honor_labels: true
+    static_configs:
+      - targets: [%q]
+`, gw.Host)
+	configPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := FreeAddr(t)
+	startServer(t, PrometheusBinary, "prometheus", addr,
+		"--config.file="+configPath, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	return "http://" + addr
 }
 
 // FreeAddr returns a 127.0.0.1 address with a port free at the time of the
