@@ -3,10 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,26 +18,7 @@ import (
 func BenchmarkReadYourWrites(b *testing.B) {
 	const benchClients, benchAccounts = 8, 4
 	base := start(b, testEnv(b.TempDir())).url
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients}, Timeout: 30 * time.Second}
-	send := func(method, target, body string) (int, string, time.Duration) {
-		start := time.Now()
-		req, err := http.NewRequest(method, base+target, strings.NewReader(body))
-		if err != nil {
-			b.Error(err)
-			return 0, "", 0
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			b.Error(err)
-			return 0, "", 0
-		}
-		out, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if err != nil {
-			b.Error(err)
-		}
-		return resp.StatusCode, string(out), time.Since(start)
-	}
+	send := newBenchClient(b, base, benchClients).send
 	for i := range benchAccounts {
 		if status, out, _ := send("POST", "/commands/open-account", fmt.Sprintf(`{"account":"bench-%d","owner":"B"}`, i)); status != 200 {
 			b.Fatalf("open account: %d %s", status, out)
@@ -96,14 +73,8 @@ func BenchmarkReadYourWrites(b *testing.B) {
 	if len(plain) == 0 {
 		return
 	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	for _, s := range []struct {
-		name string
-		d    []time.Duration
-	}{{"command", commands}, {"ryw", ryw}, {"plain", plain}} {
-		slices.Sort(s.d)
-		b.ReportMetric(ms(s.d[len(s.d)/2]), s.name+"-p50-ms")
-		b.ReportMetric(ms(s.d[len(s.d)*99/100]), s.name+"-p99-ms")
-	}
+	reportQuantiles(b, "command", commands)
+	reportQuantiles(b, "ryw", ryw)
+	reportQuantiles(b, "plain", plain)
 	b.ReportMetric(float64(ryw[len(ryw)/2])/float64(plain[len(plain)/2]), "ryw/plain-p50")
 }
