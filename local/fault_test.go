@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,11 +40,20 @@ func TestInjectedIOErrors(t *testing.T) {
 	}
 	bin := buildRunner(t)
 	for _, syscall := range []string{"fsync", "pwrite64"} {
-		t.Run(syscall, func(t *testing.T) { testInjected(t, bin, syscall) })
+		t.Run(syscall, func(t *testing.T) { testInjected(t, bin, syscall, false) })
 	}
+	// One failed fsync under a group commit: concurrent deposits, and only
+	// the first fsync of the window fails. The batch it belonged to answers
+	// 503, and none of it is acknowledged, also after the reopen: trying the
+	// transaction again on the same connection (whose next fsync would
+	// succeed), or one append at a time, would acknowledge it.
+	t.Run("fsync once in a group commit", func(t *testing.T) { testInjected(t, bin, "fsync", true) })
 }
 
-func testInjected(t *testing.T, bin, syscall string) {
+// testInjected runs a window of deposits with syscall failing with EIO on
+// the log's files: every call, the deposits one after another; or (once)
+// the first call only, the deposits concurrent.
+func testInjected(t *testing.T, bin, syscall string, once bool) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "events.db")
 	env := []string{
@@ -51,16 +61,19 @@ func testInjected(t *testing.T, bin, syscall string) {
 		"EVENTCORE_SYNC=full", "EVENTCORE_PROJECTION_INTERVAL=100ms",
 	}
 	p := launch(t, bin, env)
-	do(t, "POST", p.url+"/commands/open-account", `{"account":"alice","owner":"Alice"}`).want(t, 200, `"attempts":1`)
+	for _, account := range []string{"alice", "acct-0", "acct-1", "acct-2", "acct-3", "acct-4", "acct-5"} {
+		do(t, "POST", p.url+"/commands/open-account", `{"account":"`+account+`","owner":"A"}`).want(t, 200, `"attempts":1`)
+	}
 	type result struct {
 		status    int
 		code      string
 		positions string
 	}
+	var resultsMu sync.Mutex
 	results := map[string]result{}
 	client := &http.Client{Timeout: 30 * time.Second}
-	deposit := func(key string) result {
-		req, _ := http.NewRequest(http.MethodPost, p.url+"/commands/deposit", strings.NewReader(`{"account":"alice","amount":1}`))
+	deposit := func(key, account string) result {
+		req, _ := http.NewRequest(http.MethodPost, p.url+"/commands/deposit", strings.NewReader(`{"account":"`+account+`","amount":1}`))
 		req.Header.Set("Idempotency-Key", key)
 		resp, err := client.Do(req)
 		if err != nil {
@@ -80,11 +93,13 @@ func testInjected(t *testing.T, bin, syscall string) {
 		for _, e := range body.Events {
 			r.positions += fmt.Sprint(e.Position, " ")
 		}
+		resultsMu.Lock()
 		results[key] = r
+		resultsMu.Unlock()
 		return r
 	}
 	for i := range 5 {
-		if r := deposit(fmt.Sprintf("before-%d", i)); r.status != 200 {
+		if r := deposit(fmt.Sprintf("before-%d", i), fmt.Sprintf("acct-%d", i)); r.status != 200 {
 			t.Fatalf("before the faults: %+v", r)
 		}
 	}
@@ -92,36 +107,71 @@ func testInjected(t *testing.T, bin, syscall string) {
 	// The window: strace attached with every fsync (or write) of the log's
 	// files failing with EIO.
 	trace := filepath.Join(t.TempDir(), "trace")
-	stopTrace := attachStrace(t, p.cmd.Process.Pid, trace,
-		"-P", db, "-P", db+"-wal", "-e", "trace=fsync,fdatasync,pwrite64,open,openat,close", "-e", "inject="+syscall+":error=EIO")
+	args := []string{"-P", db, "-P", db + "-wal", "-e", "trace=fsync,fdatasync,pwrite64,open,openat,close", "-e", "inject=" + syscall + ":error=EIO"}
+	if once {
+		// strace counts when= per thread: the first fsync of each of the
+		// runtime's threads fails, later ones succeed.
+		args[len(args)-1] += ":when=1"
+	}
+	stopTrace := attachStrace(t, p.cmd.Process.Pid, trace, args...)
 	const faulty = 6
-	for i := range faulty {
-		key := fmt.Sprintf("faulty-%d", i)
-		if r := deposit(key); r.status != http.StatusServiceUnavailable || r.code != "storage_unavailable" {
-			t.Fatalf("%s while every %s of the log fails: %+v; want 503 storage_unavailable", key, syscall, r)
+	if once {
+		// Deposits to different accounts, so that they may share commits.
+		var wg sync.WaitGroup
+		for i := range faulty {
+			wg.Go(func() { deposit(fmt.Sprintf("faulty-%d", i), fmt.Sprintf("acct-%d", i)) })
+		}
+		wg.Wait()
+		time.Sleep(500 * time.Millisecond) // the reopen after the window's last answer
+	} else {
+		for i := range faulty {
+			key := fmt.Sprintf("faulty-%d", i)
+			if r := deposit(key, "alice"); r.status != http.StatusServiceUnavailable || r.code != "storage_unavailable" {
+				t.Fatalf("%s while every %s of the log fails: %+v; want 503 storage_unavailable", key, syscall, r)
+			}
 		}
 	}
 	lines := stopTrace()
 	injected, reopened := 0, false
 	for _, l := range lines {
-		if strings.Contains(l, "(INJECTED)") {
+		if strings.Contains(l, "EIO") && strings.Contains(l, "(INJECTED)") {
 			injected++
 		} else if injected > 0 && (strings.Contains(l, " open(") || strings.Contains(l, " openat(")) && strings.Contains(l, db) {
 			reopened = true
 		}
 	}
-	if injected < faulty {
+	if once {
+		failed := 0
+		for i := range faulty {
+			switch r := results[fmt.Sprintf("faulty-%d", i)]; {
+			case r.status == http.StatusServiceUnavailable && r.code == "storage_unavailable":
+				failed++
+			case r.status != 200:
+				t.Fatalf("faulty-%d: %+v; want 200, or 503 storage_unavailable", i, r)
+			}
+		}
+		// Each failed fsync failed a commit of at least one command, and
+		// none of those is acknowledged: trying a failed batch again (on the
+		// same connection, or one append at a time), whose next fsync
+		// succeeds, would answer fewer 503s than fsyncs failed.
+		if injected == 0 || failed < injected {
+			t.Fatalf("%d %s calls failed and %d of %d concurrent commands answered 503; want each failed call's batch answered 503, not acknowledged:\n%s",
+				injected, syscall, failed, faulty, strings.Join(lines, "\n"))
+		}
+		t.Logf("%d failed %s calls under %d concurrent commands: %d answered 503", injected, syscall, faulty, failed)
+	} else if injected < faulty {
 		t.Fatalf("%d %s calls failed for %d commands:\n%s", injected, syscall, faulty, strings.Join(lines, "\n"))
+	} else {
+		t.Logf("%s: %d calls failed with EIO, %d commands answered 503 storage_unavailable", syscall, injected, faulty)
 	}
 	if !reopened {
 		t.Fatalf("the store did not open the database again after the failed %s:\n%s", syscall, strings.Join(lines, "\n"))
 	}
-	t.Logf("%s: %d calls failed with EIO, %d commands answered 503 storage_unavailable, the database was reopened", syscall, injected, faulty)
 
 	// After the window: acknowledged again (a command may meet the reopen).
 	for i := 0; i < 5; {
 		key := fmt.Sprintf("after-%d", i)
-		r := deposit(key)
+		r := deposit(key, "alice")
 		switch {
 		case r.status == 200:
 			i++

@@ -100,20 +100,27 @@ func TestInFlightIsBounded(t *testing.T) {
 				held[i] = rawPost(t, s.url, "/commands/deposit", len(body))
 			}
 		}
+		began := time.Now()
 		a := do(t, "POST", s.url+"/commands/deposit", body)
 		if a.status == 200 {
 			return false // a held request has not taken its slot yet
 		}
 		a.want(t, 503, `"overloaded"`)
+		// At once, not after waiting for a slot (the held requests never
+		// give theirs up here): a second is far beyond a refusal's cost.
+		if took := time.Since(began); took > time.Second {
+			t.Fatalf("503 overloaded after %v; want it at once", took)
+		}
 		if a.header.Get("Retry-After") != "1" {
 			t.Fatalf("Retry-After %q", a.header.Get("Retry-After"))
 		}
 		return true
 	})
 	do(t, "GET", s.url+"/healthz", "").want(t, 200, `"ok"`)
+	began := time.Now()
 	a := do(t, "GET", s.url+"/accounts/alice", "")
-	if a.status != 503 || !strings.Contains(a.body, `"overloaded"`) {
-		t.Fatalf("a read beyond the limit: %d %s", a.status, a.body)
+	if took := time.Since(began); a.status != 503 || !strings.Contains(a.body, `"overloaded"`) || took > time.Second {
+		t.Fatalf("a read beyond the limit: %d %s after %v; want 503 overloaded at once", a.status, a.body, took)
 	}
 	// The held requests finish: their slots serve again.
 	for _, c := range held {

@@ -115,7 +115,11 @@ type Runner struct {
 	log      *slog.Logger
 	poll     time.Duration
 	dialect  Dialect
-	names    []string
+	// checkpointAt reads a projection's checkpoint; on SQLite a statement
+	// prepared once (every read of the read API asks for its as_of), on
+	// PostgreSQL the pool, which never pins a prepared statement.
+	checkpointAt queryRower
+	names        []string
 	entries  map[string]*entry
 	// writing holds a token while a write transaction of this Runner is
 	// open: they take turns here rather than in SQLite's busy handler,
@@ -326,7 +330,23 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 	if err := r.setup(ctx, projectors); err != nil {
 		return nil, err
 	}
+	r.checkpointAt = db
+	if r.dialect == SQLite {
+		stmt, err := db.PrepareContext(ctx, checkpointQuery)
+		if err != nil {
+			return nil, fmt.Errorf("projection: prepare the checkpoint read: %w", err)
+		}
+		r.checkpointAt = stmtRower{stmt}
+	}
 	return r, nil
+}
+
+// stmtRower is a prepared statement used as a queryRower: the query it
+// was prepared with, whatever query it is given.
+type stmtRower struct{ stmt *sql.Stmt }
+
+func (s stmtRower) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
+	return s.stmt.QueryRowContext(ctx, args...)
 }
 
 func (r *Runner) setup(ctx context.Context, projectors []Projector) error {
@@ -397,7 +417,7 @@ func (r *Runner) Checkpoint(ctx context.Context, name string) (eventlog.Position
 	if _, err := r.entry(name); err != nil {
 		return 0, err
 	}
-	cp, err := readCheckpoint(ctx, r.db, name)
+	cp, err := readCheckpoint(ctx, r.checkpointAt, name)
 	if err != nil {
 		return 0, fmt.Errorf("projection %q: read checkpoint: %w", name, err)
 	}
@@ -408,9 +428,11 @@ type queryRower interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+const checkpointQuery = `SELECT position FROM projection_checkpoints WHERE name = $1`
+
 func readCheckpoint(ctx context.Context, q queryRower, name string) (eventlog.Position, error) {
 	var pos int64
-	err := q.QueryRowContext(ctx, `SELECT position FROM projection_checkpoints WHERE name = $1`, name).Scan(&pos)
+	err := q.QueryRowContext(ctx, checkpointQuery, name).Scan(&pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

@@ -102,17 +102,38 @@ func testFullDisk(t *testing.T, dir string, journal sqlite.Journal) {
 	if len(errs) > 0 {
 		t.Fatalf("appends after space was freed: %v", errs)
 	}
-	if !strings.Contains(logs.String(), "has space again") {
-		t.Fatalf("the end of the episode was not logged:\n%s", logs.String())
+	if n := strings.Count(logs.String(), "has space again"); n != 1 {
+		t.Fatalf("the end of the episode was logged %d times; want once:\n%s", n, logs.String())
 	}
+
+	// A second episode is an episode of its own: logged when it begins and
+	// when it ends, once each.
+	tmpfs.Fill(t, filler)
+	if acked, errs := appendN("again", 4); len(acked) > 0 || len(errs) != 4 {
+		t.Fatalf("the second time the disk was full: %d acknowledged, %v", len(acked), errs)
+	}
+	if n := strings.Count(logs.String(), "storage is full"); n != 2 {
+		t.Fatalf("two episodes were logged %d times; want twice:\n%s", n, logs.String())
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	last, errs := appendN("last", 8)
+	if len(errs) > 0 {
+		t.Fatalf("appends after space was freed again: %v", errs)
+	}
+	if n := strings.Count(logs.String(), "has space again"); n != 2 {
+		t.Fatalf("the ends of two episodes were logged %d times; want twice:\n%s", n, logs.String())
+	}
+	after = append(after, last...)
 	for _, res := range append(before, after...) {
 		got, found, err := s.LookupCommand(ctx, res.Records[0].Metadata.CommandID)
 		if err != nil || !found || len(got) != 1 || got[0].Position != res.Records[0].Position {
 			t.Fatalf("acknowledged append %s: %v %v %v", res.Records[0].Metadata.CommandID, got, found, err)
 		}
 	}
-	if n := len(readAll(t, s)); n != 16 {
-		t.Fatalf("%d events in the log; want the 16 acknowledged", n)
+	if n := len(readAll(t, s)); n != 24 {
+		t.Fatalf("%d events in the log; want the 24 acknowledged", n)
 	}
 	var check string
 	if err := s.DB().QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
