@@ -140,7 +140,8 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 			reopened = true
 		}
 	}
-	if once {
+	switch {
+	case once:
 		failed := 0
 		for i := range faulty {
 			switch r := results[fmt.Sprintf("faulty-%d", i)]; {
@@ -159,9 +160,9 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 				injected, syscall, failed, faulty, strings.Join(lines, "\n"))
 		}
 		t.Logf("%d failed %s calls under %d concurrent commands: %d answered 503", injected, syscall, faulty, failed)
-	} else if injected < faulty {
+	case injected < faulty:
 		t.Fatalf("%d %s calls failed for %d commands:\n%s", injected, syscall, faulty, strings.Join(lines, "\n"))
-	} else {
+	default:
 		t.Logf("%s: %d calls failed with EIO, %d commands answered 503 storage_unavailable", syscall, injected, faulty)
 	}
 	if !reopened {

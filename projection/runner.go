@@ -120,7 +120,7 @@ type Runner struct {
 	// PostgreSQL the pool, which never pins a prepared statement.
 	checkpointAt queryRower
 	names        []string
-	entries  map[string]*entry
+	entries      map[string]*entry
 	// writing holds a token while a write transaction of this Runner is
 	// open: they take turns here rather than in SQLite's busy handler,
 	// which sleeps.
