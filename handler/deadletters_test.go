@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/eventcore-go/eventcore/app"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/projection"
@@ -34,16 +33,12 @@ func (picky) Apply(_ context.Context, _ *sql.Tx, r eventlog.Record) error {
 func TestDeadLettersRoute(t *testing.T) {
 	reg := handler.NewRegistry()
 	reg.Projection(picky{})
-	a, err := app.Open(context.Background(), testConfig(t.TempDir()), reg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
+	a := openHandlers(t, reg, slog.New(slog.DiscardHandler))
 	appendRaw(t, a.Store, "s-1", "Good", `{}`)
 	appendRaw(t, a.Store, "s-1", "Bad", `{"n":1}`)
 	appendRaw(t, a.Store, "s-2", "Good", `{}`)
 	get := func(path, query string) (int, string) {
-		resp := a.Project.HandleHTTP(context.Background(), httpRequest(http.MethodGet, path, query, nil, ""))
+		resp := serve(context.Background(), a.Project, http.MethodGet, uri(path, query), nil, "")
 		return resp.StatusCode, resp.Body
 	}
 	if status, body := get("/projections/picky/dead-letters", ""); status != http.StatusOK || body != `{"dead_letters":[],"projection":"picky"}` {
@@ -73,12 +68,12 @@ func TestRebuildByDirectInvocation(t *testing.T) {
 	e.catchUp()
 	// Damage the read model behind the projection's back; a rebuild
 	// replays the log and repairs it.
-	if res, err := e.app.ReadDB.Exec(`UPDATE bank_balances SET balance = 999`); err != nil {
+	if res, err := e.ReadDB.Exec(`UPDATE bank_balances SET balance = 999`); err != nil {
 		t.Fatal(err)
 	} else if n, _ := res.RowsAffected(); n == 0 {
 		t.Fatal("no balances to damage")
 	}
-	out, err := e.app.Project.Invoke(context.Background(), []byte(`{"rebuild":"balances"}`))
+	out, err := e.Project.Invoke(context.Background(), []byte(`{"rebuild":"balances"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +82,10 @@ func TestRebuildByDirectInvocation(t *testing.T) {
 		t.Fatalf("report %#v", out)
 	}
 	var wrong int
-	if err := e.app.ReadDB.QueryRow(`SELECT COUNT(*) FROM bank_balances WHERE balance = 999`).Scan(&wrong); err != nil || wrong != 0 {
+	if err := e.ReadDB.QueryRow(`SELECT COUNT(*) FROM bank_balances WHERE balance = 999`).Scan(&wrong); err != nil || wrong != 0 {
 		t.Fatalf("after rebuild: %d balances still damaged (%v)", wrong, err)
 	}
-	if _, err := e.app.Project.Invoke(context.Background(), []byte(`{"rebuild":"nope"}`)); !errors.Is(err, projection.ErrUnknownProjection) {
+	if _, err := e.Project.Invoke(context.Background(), []byte(`{"rebuild":"nope"}`)); !errors.Is(err, projection.ErrUnknownProjection) {
 		t.Fatalf("rebuild of an unknown projection: %v", err)
 	}
 }

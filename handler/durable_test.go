@@ -23,7 +23,7 @@ func TestDurableGatesTheAnswer(t *testing.T) {
 	calls := atomic.Int64{}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	x := handler.NewExecute(reg, e.app.Store, handler.ExecuteOptions{Durable: func(context.Context) error {
+	x := handler.NewExecute(reg, e.Store, handler.ExecuteOptions{Durable: func(context.Context) error {
 		calls.Add(1)
 		if err := fail.Load(); err != nil {
 			return *err
@@ -31,7 +31,7 @@ func TestDurableGatesTheAnswer(t *testing.T) {
 		return nil
 	}})
 	post := func(body, key string) (int, string) {
-		resp := x.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/open-account", "", map[string]string{"idempotency-key": key}, body))
+		resp := serve(context.Background(), x, http.MethodPost, "/commands/open-account", map[string]string{"idempotency-key": key}, body)
 		return resp.StatusCode, resp.Body
 	}
 	if status, body := post(`{"account":"a1","owner":"A"}`, "k1"); status != 200 {
@@ -96,8 +96,8 @@ func TestAppendRefusedWithoutTheLease(t *testing.T) {
 	e := newEnv(t)
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	x := handler.NewExecute(reg, notWriterStore{e.app.Store}, handler.ExecuteOptions{})
-	resp := x.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/open-account", "", nil, `{"account":"a1","owner":"A"}`))
+	x := handler.NewExecute(reg, notWriterStore{e.Store}, handler.ExecuteOptions{})
+	resp := serve(context.Background(), x, http.MethodPost, "/commands/open-account", nil, `{"account":"a1","owner":"A"}`)
 	var got struct {
 		Error struct{ Code string } `json:"error"`
 	}
@@ -122,8 +122,8 @@ func TestReadsOfAnUnavailableLogAnswer503(t *testing.T) {
 	e := newEnv(t)
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	p := handler.NewProject(reg, unavailableStore{e.app.Store}, e.app.Runner, nil)
-	resp := p.HandleHTTP(context.Background(), httpRequest(http.MethodGet, "/events", "", nil, ""))
+	p := handler.NewProject(reg, unavailableStore{e.Store}, e.Runner, nil)
+	resp := serve(context.Background(), p, http.MethodGet, "/events", nil, "")
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Body, `"replica_unavailable"`) {
 		t.Fatalf("GET /events over an unavailable log: %d %s", resp.StatusCode, resp.Body)
 	}

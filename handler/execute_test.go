@@ -90,7 +90,7 @@ func TestCommandErrors(t *testing.T) {
 	e := newEnv(t)
 	e.openBank()
 	e.mustCommand("open-account", `{"account":"rich","owner":"Rich"}`)
-	seedBalance(t, e.app.Store, "rich", bank.MaxBalance-10)
+	seedBalance(t, e.Store, "rich", bank.MaxBalance-10)
 
 	big := `{"account":"alice","amount":1,"pad":"` + strings.Repeat("x", handler.MaxBodyBytes) + `"}`
 	long := strings.Repeat("a", 65)
@@ -179,20 +179,22 @@ func TestCommandErrors(t *testing.T) {
 
 func TestRouteErrors(t *testing.T) {
 	e := newEnv(t)
-	x := e.app.Execute
+	x := e.Execute
 	ctx := context.Background()
-	for _, path := range []string{"/", "/nope", "/commands", "/commands/", "/commands/deposit/", "/commands/deposit/extra", "/command/deposit", "/accounts/alice", "/commands/%zz"} {
-		resp := x.HandleHTTP(ctx, httpRequest(http.MethodPost, path, "", nil, `{"account":"alice","amount":5}`))
+	for _, path := range []string{"/", "/nope", "/commands", "/commands/", "/commands/deposit/", "/commands/deposit/extra", "/command/deposit", "/accounts/alice"} {
+		resp := serve(ctx, x, http.MethodPost, path, nil, `{"account":"alice","amount":5}`)
 		wantError(t, resp, 404, "not_found")
 	}
-	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, "PATCH", "HEAD"} {
-		resp := x.HandleHTTP(ctx, httpRequest(method, "/commands/deposit", "", nil, `{"account":"alice","amount":5}`))
+	// An event's path that does not unescape is a path no route has.
+	wantError(t, eventResponse(x.HandleHTTP(ctx, httpRequest(http.MethodPost, "/commands/%zz", "", nil, `{"account":"alice","amount":5}`))), 404, "not_found")
+	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodHead} {
+		resp := serve(ctx, x, method, "/commands/deposit", nil, `{"account":"alice","amount":5}`)
 		wantError(t, resp, 405, "method_not_allowed")
 		if resp.Headers["Allow"] != http.MethodPost {
 			t.Fatalf("%s: Allow %q", method, resp.Headers["Allow"])
 		}
 	}
-	// The method is compared without regard to case, as API Gateway may pass it.
+	// An event's method is compared without regard to case, as API Gateway may pass it.
 	resp := x.HandleHTTP(ctx, httpRequest("post", "/commands/open-account", "", nil, `{"account":"alice","owner":"A"}`))
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("lower-case post: %d %s", resp.StatusCode, resp.Body)
@@ -207,7 +209,7 @@ func TestRouteErrors(t *testing.T) {
 func TestCheckOrder(t *testing.T) {
 	e := newEnv(t)
 	e.openBank()
-	x := e.app.Execute
+	x := e.Execute
 	ctx := context.Background()
 	huge := strings.Repeat(" ", handler.MaxBodyBytes) + `{"account":"alice","amount":5}`
 	badB64 := "!!!not base64!!!"
@@ -246,9 +248,15 @@ func TestCheckOrder(t *testing.T) {
 	before := e.head()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req := httpRequest(c.method, c.path, "", c.headers, c.body)
-			req.IsBase64Encoded = c.base64
-			resp := x.HandleHTTP(ctx, req)
+			var resp response
+			if c.base64 {
+				// A body that arrives base64-encoded is an HTTP API event's.
+				req := httpRequest(c.method, c.path, "", c.headers, c.body)
+				req.IsBase64Encoded = true
+				resp = eventResponse(x.HandleHTTP(ctx, req))
+			} else {
+				resp = serve(ctx, x, c.method, c.path, c.headers, c.body)
+			}
 			wantError(t, resp, c.status, c.code)
 			msg := decodeAs[errorResult](t, resp.Body).Error.Message
 			if c.messageHas != "" && !strings.Contains(msg, c.messageHas) {
@@ -269,7 +277,7 @@ func TestCheckOrder(t *testing.T) {
 
 func TestBase64Body(t *testing.T) {
 	e := newEnv(t)
-	x := e.app.Execute
+	x := e.Execute
 	ctx := context.Background()
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	req := httpRequest("POST", "/commands/open-account", "", nil, b64(`{"account":"alice","owner":"Zoë"}`))
@@ -289,7 +297,7 @@ func TestBase64Body(t *testing.T) {
 	} {
 		req := httpRequest("POST", "/commands/deposit", "", nil, c.body)
 		req.IsBase64Encoded = true
-		wantError(t, x.HandleHTTP(ctx, req), c.status, c.code)
+		wantError(t, eventResponse(x.HandleHTTP(ctx, req)), c.status, c.code)
 	}
 	req = httpRequest("POST", "/commands/deposit", "", nil, b64(`{"account":"alice","amount":5}`))
 	req.IsBase64Encoded = true
@@ -357,7 +365,7 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("repeat moved the head from %d to %d", head, h)
 		}
 	}
-	for _, r := range readStream(t, e.app.Store, "account-bob") {
+	for _, r := range readStream(t, e.Store, "account-bob") {
 		if r.Type == bank.TypeTransferCredited && r.Metadata.CommandID != key {
 			t.Fatalf("idempotency key in metadata %q", r.Metadata.CommandID)
 		}
@@ -394,7 +402,7 @@ func TestCorrelationAndCausation(t *testing.T) {
 	}
 	res := decodeAs[commandResult](t, resp.Body)
 	for _, stream := range []string{"account-alice", "account-bob"} {
-		records := readStream(t, e.app.Store, stream)
+		records := readStream(t, e.Store, stream)
 		last := records[len(records)-1]
 		md := last.Metadata
 		if md.CorrelationID != "corr-1" || md.CausationID != "cause-1" || md.CommandID != "t-1" || md.Command != "transfer" || md.EventID == (uuid.UUID{}) {
@@ -414,7 +422,7 @@ func TestCorrelationAndCausation(t *testing.T) {
 	if _, err := uuid.Parse(gen); err != nil {
 		t.Fatalf("generated correlation id %q: %v", gen, err)
 	}
-	records := readStream(t, e.app.Store, "account-bob")
+	records := readStream(t, e.Store, "account-bob")
 	md := records[len(records)-1].Metadata
 	if md.CorrelationID != gen || md.CausationID != "" || md.CommandID != "" || md.Command != "deposit" {
 		t.Fatalf("metadata %+v, generated %q", md, gen)
@@ -448,7 +456,7 @@ func TestCorrelationAndCausation(t *testing.T) {
 func TestAfterCommand(t *testing.T) {
 	e := newEnv(t)
 	var got []eventlog.Position
-	e.app.Execute.AfterCommand = func(p eventlog.Position) { got = append(got, p) }
+	e.Execute.AfterCommand = func(p eventlog.Position) { got = append(got, p) }
 	e.openBank()
 	e.command("withdraw", `{"account":"bob","amount":1}`, nil) // a 422: not reported
 	e.mustCommand("transfer", `{"from":"alice","to":"bob","amount":1}`)
@@ -512,12 +520,12 @@ func TestInvokeMatchesHTTP(t *testing.T) {
 		if s.key != "" {
 			headers = map[string]string{"Idempotency-Key": s.key}
 		}
-		resp := viaHTTP.app.Execute.HandleHTTP(context.Background(), httpRequest("POST", "/commands/"+s.command, "", headers, s.input))
+		resp := viaHTTP.command(s.command, s.input, headers)
 		if resp.StatusCode != s.status {
 			t.Fatalf("step %d %s: HTTP %d, want %d: %s", i, s.command, resp.StatusCode, s.status, resp.Body)
 		}
 		// Both instances ran the same commands, so even the positions agree.
-		body := invoke(t, direct.app.Execute, rawEnvelope(s.command, s.input, s.key))
+		body := invoke(t, direct.Execute, rawEnvelope(s.command, s.input, s.key))
 		if body != resp.Body {
 			t.Fatalf("step %d %s:\nHTTP   %s\ndirect %s", i, s.command, resp.Body, body)
 		}
@@ -528,7 +536,7 @@ func TestInvokeMatchesHTTP(t *testing.T) {
 	// The input is taken as written, whitespace and all: both logs hold the
 	// same events.
 	for _, stream := range []string{"account-alice", "account-bob", "account-fees"} {
-		a, b := readStream(t, viaHTTP.app.Store, stream), readStream(t, direct.app.Store, stream)
+		a, b := readStream(t, viaHTTP.Store, stream), readStream(t, direct.Store, stream)
 		if len(a) != len(b) {
 			t.Fatalf("%s: %d and %d events", stream, len(a), len(b))
 		}
@@ -559,18 +567,18 @@ func rawEnvelope(command, input, key string) string {
 
 func TestInvokeDirect(t *testing.T) {
 	e := newEnv(t)
-	x := e.app.Execute
+	x := e.Execute
 	body := invoke(t, x, `{"command":"open-account","input":{"account":"alice","owner":"A"},"correlation_id":"c-1","causation_id":"k-1"}`)
 	if body != `{"attempts":1,"events":[{"stream":"account-alice","version":1,"position":1,"type":"AccountOpened"}]}` {
 		t.Fatal(body)
 	}
-	md := readStream(t, e.app.Store, "account-alice")[0].Metadata
+	md := readStream(t, e.Store, "account-alice")[0].Metadata
 	if md.CorrelationID != "c-1" || md.CausationID != "k-1" || md.Command != "open-account" {
 		t.Fatalf("metadata %+v", md)
 	}
 	// A correlation id is generated when absent.
 	invoke(t, x, `{"command":"deposit","input":{"account":"alice","amount":5}}`)
-	if md := readStream(t, e.app.Store, "account-alice")[1].Metadata; md.CorrelationID == "" {
+	if md := readStream(t, e.Store, "account-alice")[1].Metadata; md.CorrelationID == "" {
 		t.Fatalf("no correlation id generated: %+v", md)
 	}
 	for _, c := range []struct{ payload, code string }{
@@ -609,7 +617,7 @@ func TestInvokeHTTPEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := e.app.Execute.Invoke(context.Background(), payload)
+	out, err := e.Execute.Invoke(context.Background(), payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,7 +633,7 @@ func TestInvokeHTTPEvent(t *testing.T) {
 	  "headers":{"content-type":"application/json","idempotency-key":"d-1"},
 	  "requestContext":{"http":{"method":"POST","path":"/commands/deposit"},"requestId":"abc","routeKey":"POST /commands/{name}","stage":"$default"},
 	  "pathParameters":{"name":"deposit"},"body":"eyJhY2NvdW50IjoiYWxpY2UiLCJhbW91bnQiOjV9","isBase64Encoded":true}`
-	out, err = e.app.Execute.Invoke(context.Background(), json.RawMessage(real))
+	out, err = e.Execute.Invoke(context.Background(), json.RawMessage(real))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,7 +642,7 @@ func TestInvokeHTTPEvent(t *testing.T) {
 		t.Fatalf("%+v", resp)
 	}
 	// An HTTP event that cannot be decoded is a 400 HTTP answer.
-	out, _ = e.app.Execute.Invoke(context.Background(), json.RawMessage(`{"routeKey":"x","requestContext":{"http":5}}`))
+	out, _ = e.Execute.Invoke(context.Background(), json.RawMessage(`{"routeKey":"x","requestContext":{"http":5}}`))
 	resp, ok = out.(events.APIGatewayV2HTTPResponse)
 	if !ok || resp.StatusCode != http.StatusBadRequest || errorCode(t, resp.Body) != "invalid_request" {
 		t.Fatalf("%T %+v", out, out)
@@ -655,11 +663,11 @@ func (s *conflictStore) Append(_ context.Context, req eventlog.AppendRequest) (e
 func TestConcurrencyExhausted(t *testing.T) {
 	e := newEnv(t)
 	e.openBank()
-	store := &conflictStore{Store: e.app.Store}
+	store := &conflictStore{Store: e.Store}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
 	x := handler.NewExecute(reg, store, handler.ExecuteOptions{Retry: executor.FixedDelay{MaxRetries: 2}})
-	resp := x.HandleHTTP(context.Background(), httpRequest("POST", "/commands/deposit", "", nil, `{"account":"alice","amount":5}`))
+	resp := serve(context.Background(), x, http.MethodPost, "/commands/deposit", nil, `{"account":"alice","amount":5}`)
 	wantError(t, resp, 409, "concurrency")
 	if store.appends != 3 {
 		t.Fatalf("%d appends, want 3 (one try and two retries)", store.appends)
@@ -678,12 +686,12 @@ func TestInternalErrorIsLoggedNotShown(t *testing.T) {
 	var logs bytes.Buffer
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	x := handler.NewExecute(reg, e.app.Store, handler.ExecuteOptions{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	if err := e.app.Store.Close(); err != nil {
+	x := handler.NewExecute(reg, e.Store, handler.ExecuteOptions{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err := e.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	ctx := handler.WithRequestID(context.Background(), "req-local-1")
-	resp := x.HandleHTTP(ctx, httpRequest("POST", "/commands/deposit", "", nil, `{"account":"alice","amount":5}`))
+	resp := serve(ctx, x, http.MethodPost, "/commands/deposit", nil, `{"account":"alice","amount":5}`)
 	wantError(t, resp, 500, "internal")
 	if resp.Body != `{"error":{"code":"internal","message":"internal error"}}` {
 		t.Fatalf("500 body %s", resp.Body)
@@ -765,9 +773,9 @@ func TestRunnerErrors(t *testing.T) {
 		return executor.Result{}, &eventlog.InvalidError{What: "event 0", Reason: "bad"}
 	})
 	var logs syncbuf.Buffer
-	x := handler.NewExecute(reg, e.app.Store, handler.ExecuteOptions{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	post := func(name string) events.APIGatewayV2HTTPResponse {
-		return x.HandleHTTP(context.Background(), httpRequest("POST", "/commands/"+name, "", nil, `{}`))
+	x := handler.NewExecute(reg, e.Store, handler.ExecuteOptions{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	post := func(name string) response {
+		return serve(context.Background(), x, http.MethodPost, "/commands/"+name, nil, `{}`)
 	}
 	wantError(t, post("teapot"), 418, "teapot")
 	resp := post("boom")

@@ -227,13 +227,13 @@ func FuzzExecuteHTTP(f *testing.F) {
 			}
 		}
 		req.IsBase64Encoded = b64
-		before := headOf(t, e.app.Store)
-		resp := e.app.Execute.HandleHTTP(context.Background(), req)
+		before := headOf(t, e.Store)
+		resp := e.Execute.HandleHTTP(context.Background(), req)
 		if !executeStatuses[resp.StatusCode] {
 			t.Fatalf("status %d: %s", resp.StatusCode, resp.Body)
 		}
 		checkJSONAnswer(t, resp.StatusCode, resp.Body)
-		if resp.StatusCode != http.StatusOK && headOf(t, e.app.Store) != before {
+		if resp.StatusCode != http.StatusOK && headOf(t, e.Store) != before {
 			t.Fatalf("status %d wrote events", resp.StatusCode)
 		}
 		code := ""
@@ -296,7 +296,7 @@ func FuzzProjectHTTP(f *testing.F) {
 	e.openBank()
 	e.mustCommand("transfer", `{"from":"alice","to":"bob","amount":5}`)
 	e.catchUp()
-	appendRaw(f, e.app.Store, "a/b", "Note", `{}`)
+	appendRaw(f, e.Store, "a/b", "Note", `{}`)
 	for _, s := range [][3]string{
 		{"GET", "/accounts/alice", ""},
 		{"GET", "/accounts/alice", "min_position=5"},
@@ -322,7 +322,7 @@ func FuzzProjectHTTP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, query string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		resp := e.app.Project.HandleHTTP(ctx, httpRequest(method, path, query, nil, ""))
+		resp := e.Project.HandleHTTP(ctx, httpRequest(method, path, query, nil, ""))
 		if !projectStatuses[resp.StatusCode] {
 			t.Fatalf("%s %q ? %q: status %d: %s", method, path, query, resp.StatusCode, resp.Body)
 		}
@@ -361,8 +361,8 @@ func FuzzExecuteInvoke(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		before := headOf(t, e.app.Store)
-		out, err := e.app.Execute.Invoke(context.Background(), json.RawMessage(payload))
+		before := headOf(t, e.Store)
+		out, err := e.Execute.Invoke(context.Background(), json.RawMessage(payload))
 		if err != nil {
 			t.Fatalf("Invoke returned an error: %v", err)
 		}
@@ -385,7 +385,7 @@ func FuzzExecuteInvoke(f *testing.F) {
 			t.Fatalf("Invoke answered %T", out)
 		}
 		checkJSONAnswer(t, status, body)
-		if status != 200 && headOf(t, e.app.Store) != before {
+		if status != 200 && headOf(t, e.Store) != before {
 			t.Fatalf("an error wrote events: %s", body)
 		}
 		if status == 200 && !json.Valid(payload) {

@@ -2,9 +2,11 @@ package handler_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,34 +14,66 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/eventcore-go/eventcore/app"
-	"github.com/eventcore-go/eventcore/config"
+	"github.com/eventcore-go/eventcore/cache"
 	"github.com/eventcore-go/eventcore/eventlog"
 	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/internal/syncbuf"
+	"github.com/eventcore-go/eventcore/projection"
 )
+
+// handlers are the execute and project handlers of a registry over an
+// event log and a read-model database opened in a temporary directory.
+type handlers struct {
+	Store   eventlog.Store
+	ReadDB  *sql.DB
+	Runner  *projection.Runner
+	Execute *handler.Execute
+	Project *handler.Project
+}
+
+// openHandlers opens the event log and the read-model database in a
+// temporary directory, closed when the test ends, and builds reg's
+// handlers and projection runner over them; logger nil is slog.Default().
+func openHandlers(t testing.TB, reg *handler.Registry, logger *slog.Logger) *handlers {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := sqlite.Options{Synchronous: sqlite.SyncNormal, Journal: sqlite.JournalWAL, Logger: logger}
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "events.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	db, err := sql.Open("sqlite", opts.ReadModelDSN(filepath.Join(dir, "projections.db")))
+	if err == nil {
+		err = db.PingContext(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	runner, err := projection.NewRunner(ctx, db, store, projection.Options{BatchSize: 500, Logger: logger}, reg.Projectors()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &handlers{
+		Store:  store,
+		ReadDB: db,
+		Runner: runner,
+		Execute: handler.NewExecute(reg, store, handler.ExecuteOptions{
+			Cache: cache.New(time.Minute, 1<<20), SnapshotThreshold: 100, Logger: logger,
+		}),
+		Project: handler.NewProject(reg, store, runner, logger),
+	}
+}
 
 // env is a bank instance over SQLite files in a temporary directory.
 type env struct {
+	*handlers
 	t   testing.TB
-	app *app.App
 	log *syncbuf.Buffer
-}
-
-func testConfig(dir string) config.Config {
-	return config.Config{
-		DB:                 filepath.Join(dir, "events.db"),
-		ReadDB:             filepath.Join(dir, "projections.db"),
-		Sync:               sqlite.SyncNormal,
-		Journal:            sqlite.JournalWAL,
-		CacheTTL:           time.Minute,
-		CacheMaxBytes:      1 << 20,
-		ProjectionBatch:    500,
-		ProjectionInterval: time.Second,
-		SnapshotThreshold:  100,
-	}
 }
 
 func newEnv(t testing.TB) *env {
@@ -47,12 +81,50 @@ func newEnv(t testing.TB) *env {
 	logs := &syncbuf.Buffer{}
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	a, err := app.Open(context.Background(), testConfig(t.TempDir()), reg, slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
+	return &env{handlers: openHandlers(t, reg, slog.New(slog.NewJSONHandler(logs, nil))), t: t, log: logs}
+}
+
+// response is a handler's answer to one request.
+type response struct {
+	StatusCode int
+	Body       string
+	// Headers holds each header under its canonical name, its values
+	// joined with commas.
+	Headers map[string]string
+}
+
+// serve sends one request to h through httptest, under ctx, and returns
+// the answer. target is the request URI (path and query string).
+func serve(ctx context.Context, h http.Handler, method, target string, headers map[string]string, body string) response {
+	req := httptest.NewRequestWithContext(ctx, method, target, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Add(k, v)
 	}
-	t.Cleanup(func() { _ = a.Close() })
-	return &env{t: t, app: a, log: logs}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	res := rec.Result()
+	_ = res.Body.Close()
+	resp := response{StatusCode: res.StatusCode, Body: rec.Body.String()}
+	if len(res.Header) > 0 {
+		resp.Headers = make(map[string]string, len(res.Header))
+		for k, v := range res.Header {
+			resp.Headers[k] = strings.Join(v, ",")
+		}
+	}
+	return resp
+}
+
+// uri is the request URI of path with the query string query.
+func uri(path, query string) string {
+	if query == "" {
+		return path
+	}
+	return path + "?" + query
+}
+
+// eventResponse is an HTTP API response as a response.
+func eventResponse(r events.APIGatewayV2HTTPResponse) response {
+	return response{StatusCode: r.StatusCode, Body: r.Body, Headers: r.Headers}
 }
 
 func httpRequest(method, rawPath, rawQuery string, headers map[string]string, body string) events.APIGatewayV2HTTPRequest {
@@ -75,8 +147,8 @@ func httpRequest(method, rawPath, rawQuery string, headers map[string]string, bo
 }
 
 // command posts a command and returns the response.
-func (e *env) command(name, body string, headers map[string]string) events.APIGatewayV2HTTPResponse {
-	return e.app.Execute.HandleHTTP(context.Background(), httpRequest(http.MethodPost, "/commands/"+name, "", headers, body))
+func (e *env) command(name, body string, headers map[string]string) response {
+	return serve(context.Background(), e.Execute, http.MethodPost, "/commands/"+name, headers, body)
 }
 
 // mustCommand posts a command that must succeed.
@@ -90,12 +162,12 @@ func (e *env) mustCommand(name, body string) commandResult {
 }
 
 // get answers a read request.
-func (e *env) get(path, query string) events.APIGatewayV2HTTPResponse {
+func (e *env) get(path, query string) response {
 	return e.getCtx(context.Background(), path, query)
 }
 
-func (e *env) getCtx(ctx context.Context, path, query string) events.APIGatewayV2HTTPResponse {
-	return e.app.Project.HandleHTTP(ctx, httpRequest(http.MethodGet, path, query, nil, ""))
+func (e *env) getCtx(ctx context.Context, path, query string) response {
+	return serve(ctx, e.Project, http.MethodGet, uri(path, query), nil, "")
 }
 
 // mustGet reads a route that must answer 200 and decodes it.
@@ -108,7 +180,7 @@ func mustGet[T any](e *env, path, query string) T {
 	return decodeAs[T](e.t, resp.Body)
 }
 
-func (e *env) head() eventlog.Position { return headOf(e.t, e.app.Store) }
+func (e *env) head() eventlog.Position { return headOf(e.t, e.Store) }
 
 func headOf(t testing.TB, s eventlog.Store) eventlog.Position {
 	t.Helper()
@@ -121,7 +193,7 @@ func headOf(t testing.TB, s eventlog.Store) eventlog.Position {
 
 func (e *env) catchUp() {
 	e.t.Helper()
-	if _, err := e.app.Project.CatchUp(context.Background()); err != nil {
+	if _, err := e.Project.CatchUp(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -198,7 +270,7 @@ func errorCode(t *testing.T, body string) string {
 }
 
 // wantError checks the status and code of an error answer.
-func wantError(t *testing.T, resp events.APIGatewayV2HTTPResponse, status int, code string) {
+func wantError(t *testing.T, resp response, status int, code string) {
 	t.Helper()
 	if resp.StatusCode != status {
 		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, resp.Body)

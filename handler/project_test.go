@@ -94,11 +94,13 @@ func TestAccountRoutes(t *testing.T) {
 
 func TestProjectRouteErrors(t *testing.T) {
 	e := newEnv(t)
-	for _, path := range []string{"/", "/nope", "/accounts", "/accounts/", "/accounts/alice/", "/accounts/alice/history/x", "/streams", "/streams/", "/events/", "/projections/x", "/accounts/%zz"} {
+	for _, path := range []string{"/", "/nope", "/accounts", "/accounts/", "/accounts/alice/", "/accounts/alice/history/x", "/streams", "/streams/", "/events/", "/projections/x"} {
 		wantError(t, e.get(path, ""), 404, "not_found")
 	}
+	// An event's path that does not unescape is a path no route has.
+	wantError(t, eventResponse(e.Project.HandleHTTP(context.Background(), httpRequest(http.MethodGet, "/accounts/%zz", "", nil, ""))), 404, "not_found")
 	for _, path := range []string{"/accounts/alice", "/accounts/alice/history", "/projections", "/events", "/streams/s"} {
-		resp := e.app.Project.HandleHTTP(context.Background(), httpRequest(http.MethodPost, path, "", nil, "{}"))
+		resp := serve(context.Background(), e.Project, http.MethodPost, path, nil, "{}")
 		wantError(t, resp, 405, "method_not_allowed")
 		if resp.Headers["Allow"] != http.MethodGet {
 			t.Fatalf("%s: Allow %q", path, resp.Headers["Allow"])
@@ -174,7 +176,7 @@ func TestStreamRoute(t *testing.T) {
 	e := newEnv(t)
 	e.openBank()
 	e.mustCommand("withdraw", `{"account":"alice","amount":10}`)
-	appendRaw(t, e.app.Store, "orders/2024/1", "OrderPlaced", `{"n":1}`, `{"n":2}`)
+	appendRaw(t, e.Store, "orders/2024/1", "OrderPlaced", `{"n":1}`, `{"n":2}`)
 
 	resp := e.get("/streams/account-alice", "")
 	if resp.StatusCode != http.StatusOK {
@@ -225,7 +227,7 @@ func TestStreamRoute(t *testing.T) {
 	}
 	wantError(t, e.get("/streams/orders/2024/1", ""), 404, "not_found")
 	// Other escapes work too.
-	appendRaw(t, e.app.Store, "a b#c%d&e+f", "Odd", `{}`)
+	appendRaw(t, e.Store, "a b#c%d&e+f", "Odd", `{}`)
 	if s := mustGet[streamResult](e, "/streams/"+url.PathEscape("a b#c%d&e+f"), ""); s.Stream != "a b#c%d&e+f" || *s.Version != 1 {
 		t.Fatalf("%+v", s)
 	}
@@ -263,7 +265,7 @@ func TestEventsRoute(t *testing.T) {
 	for i := range 150 {
 		many = append(many, fmt.Sprintf(`{"i":%d}`, i))
 	}
-	appendRaw(t, e.app.Store, "noise-1", "Noise", many...)
+	appendRaw(t, e.Store, "noise-1", "Noise", many...)
 
 	resp = e.get("/events", "")
 	if resp.StatusCode != http.StatusOK {
@@ -364,7 +366,7 @@ func TestQueryStringParameters(t *testing.T) {
 	e.openBank()
 	req := httpRequest(http.MethodGet, "/events", "", nil, "")
 	req.QueryStringParameters = map[string]string{"type": "AccountOpened,MoneyDeposited", "limit": "2"}
-	resp := e.app.Project.HandleHTTP(context.Background(), req)
+	resp := e.Project.HandleHTTP(context.Background(), req)
 	f := decodeAs[feedResult](t, resp.Body)
 	if resp.StatusCode != http.StatusOK || len(f.Events) != 2 || *f.Next != 2 {
 		t.Fatalf("%d %s", resp.StatusCode, resp.Body)
@@ -415,7 +417,7 @@ func TestReadYourWrites(t *testing.T) {
 	wantError(t, e.getCtx(ctx, "/accounts/alice", "min_position=1000"), 503, "projection_behind")
 
 	// A position reached while the request waits is answered.
-	done := make(chan events.APIGatewayV2HTTPResponse)
+	done := make(chan response)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -436,7 +438,7 @@ func TestScheduledEvent(t *testing.T) {
 	scheduled := `{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa","detail-type":"Scheduled Event","source":"aws.events",
 		"account":"123456789012","time":"2026-01-01T00:00:00Z","region":"eu-west-1",
 		"resources":["arn:aws:events:eu-west-1:123456789012:rule/project"],"detail":{}}`
-	out, err := e.app.Project.Invoke(context.Background(), json.RawMessage(scheduled))
+	out, err := e.Project.Invoke(context.Background(), json.RawMessage(scheduled))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +472,7 @@ func TestScheduledEvent(t *testing.T) {
 		t.Fatalf("bob %+v", b)
 	}
 	// A second run has nothing to do.
-	out, err = e.app.Project.Invoke(context.Background(), json.RawMessage(scheduled))
+	out, err = e.Project.Invoke(context.Background(), json.RawMessage(scheduled))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +483,7 @@ func TestScheduledEvent(t *testing.T) {
 	e.mustCommand("deposit", `{"account":"bob","amount":1}`)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err = e.app.Project.Invoke(ctx, json.RawMessage(scheduled))
+	_, err = e.Project.Invoke(ctx, json.RawMessage(scheduled))
 	if err == nil {
 		t.Fatal("a catch-up without time succeeded")
 	}
@@ -492,7 +494,7 @@ func TestProjectInvokeHTTPEvent(t *testing.T) {
 	e.openBank()
 	e.catchUp()
 	payload := mustMarshal(t, httpRequest(http.MethodGet, "/accounts/alice", "min_position=3", nil, ""))
-	out, err := e.app.Project.Invoke(context.Background(), payload)
+	out, err := e.Project.Invoke(context.Background(), payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,7 +505,7 @@ func TestProjectInvokeHTTPEvent(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Body != `{"account":"alice","balance":100,"position":3,"as_of":3}` || resp.Headers["Content-Type"] != "application/json" {
 		t.Fatalf("%+v", resp)
 	}
-	out, _ = e.app.Project.Invoke(context.Background(), json.RawMessage(`{"routeKey":"GET /x","rawPath":5}`))
+	out, _ = e.Project.Invoke(context.Background(), json.RawMessage(`{"routeKey":"GET /x","rawPath":5}`))
 	resp, ok = out.(events.APIGatewayV2HTTPResponse)
 	if !ok || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("%T %+v", out, out)
@@ -514,7 +516,7 @@ func TestProjectInternalError(t *testing.T) {
 	e := newEnv(t)
 	e.openBank()
 	e.catchUp()
-	if err := e.app.Store.Close(); err != nil {
+	if err := e.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	ctx := handler.WithRequestID(context.Background(), "read-1")

@@ -2,17 +2,14 @@ package handler_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/eventcore-go/eventcore/eventlog/sqlite"
 	"github.com/eventcore-go/eventcore/examples/bank/bankapi"
 	"github.com/eventcore-go/eventcore/handler"
 	"github.com/eventcore-go/eventcore/projection"
@@ -23,29 +20,12 @@ import (
 // a middleware.
 func mount(t *testing.T) (*httptest.Server, *projection.Runner) {
 	t.Helper()
-	dir := t.TempDir()
-	opts := sqlite.Options{Synchronous: sqlite.SyncNormal}
-	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "events.db"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	db, err := sql.Open("sqlite", opts.DSN(filepath.Join(dir, "projections.db"), "immediate"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
 	reg := handler.NewRegistry()
 	bankapi.Register(reg)
-	runner, err := projection.NewRunner(context.Background(), db, store, projection.Options{}, reg.Projectors()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	execute := handler.NewExecute(reg, store, handler.ExecuteOptions{})
-	project := handler.NewProject(reg, store, runner, nil)
+	h := openHandlers(t, reg, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/commands/", execute)
-	mux.Handle("/", project)
+	mux.Handle("/commands/", h.Execute)
+	mux.Handle("/", h.Project)
 	auth := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer t" {
 			http.Error(w, "no", http.StatusUnauthorized)
@@ -55,7 +35,7 @@ func mount(t *testing.T) (*httptest.Server, *projection.Runner) {
 	})
 	srv := httptest.NewServer(auth)
 	t.Cleanup(srv.Close)
-	return srv, runner
+	return srv, h.Runner
 }
 
 // reply is an answer of the test server.

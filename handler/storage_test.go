@@ -40,7 +40,7 @@ func TestStorageErrorsAnswers(t *testing.T) {
 	} {
 		reg := handler.NewRegistry()
 		bankapi.Register(reg)
-		x := handler.NewExecute(reg, failingAppends{Store: e.app.Store, err: c.err}, handler.ExecuteOptions{})
+		x := handler.NewExecute(reg, failingAppends{Store: e.Store, err: c.err}, handler.ExecuteOptions{})
 		rec := httptest.NewRecorder()
 		x.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/commands/deposit", strings.NewReader(`{"account":"alice","amount":5}`)))
 		if rec.Code != c.status || errorCode(t, rec.Body.String()) != c.code || rec.Header().Get("Retry-After") != c.retryAfter {
@@ -53,7 +53,7 @@ func TestStorageErrorsAnswers(t *testing.T) {
 	}
 	// Other errors carry no Retry-After.
 	rec := httptest.NewRecorder()
-	e.app.Execute.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/commands/deposit", strings.NewReader(`{"account":"nobody","amount":5}`)))
+	e.Execute.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/commands/deposit", strings.NewReader(`{"account":"nobody","amount":5}`)))
 	if rec.Code != 422 || rec.Header().Get("Retry-After") != "" {
 		t.Fatalf("refusal: %d %s Retry-After %q", rec.Code, rec.Body.String(), rec.Header().Get("Retry-After"))
 	}
