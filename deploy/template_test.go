@@ -79,6 +79,7 @@ var deployments = []deployment{
 	{"litestream", "lambda"},
 	{"litestream", "managed-instances"},
 	{"postgres", "lambda"},
+	{"postgres", "managed-instances"},
 }
 
 // noValue stands for Ref AWS::NoValue until resolve removes the property
@@ -314,7 +315,7 @@ func dropSAMOnly(tpl map[string]any) error {
 // each AssertDescription must name the parameters its assertion checks and
 // the values its rule tests (see literals); resolve removes the section
 // only when it passes (see dropRules). TestVPCParametersRule,
-// TestManagedInstancesNeedLitestreamRule and
+// TestManagedInstancesWithoutEFSRule and
 // TestDeploymentsAreTheAcceptedCombinations evaluate the rules.
 const templateRules = `
 VPCParameters:
@@ -328,10 +329,10 @@ VPCParameters:
         Fn::Not:
           - Fn::Contains: [!Ref SubnetIds, ""]
     - Assert: !Not [!Equals [!Ref SecurityGroupId, ""]]
-ManagedInstancesNeedLitestream:
+ManagedInstancesWithoutEFS:
   RuleCondition: !Equals [!Ref Compute, managed-instances]
   Assertions:
-    - Assert: !Equals [!Ref StorageMode, litestream]
+    - Assert: !Not [!Equals [!Ref StorageMode, efs]]
 `
 
 // shape is the keys an object may hold, each with the shape of its value;
@@ -1007,10 +1008,15 @@ func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
 		f := p.function(t, name)
 		props := p.properties(name)
 		switch {
-		case p.mode == "postgres":
+		case p.compute == "lambda" && p.mode == "postgres":
 			// PostgreSQL decides between any number of writers.
 			if _, ok := props["ReservedConcurrentExecutions"]; ok || f.ReservedConcurrentExecutions != nil {
 				t.Errorf("%s has ReservedConcurrentExecutions %v in postgres mode", name, props["ReservedConcurrentExecutions"])
+			}
+			for key := range untypedFunctionProperties {
+				if v, ok := props[key]; ok {
+					t.Errorf("%s has %s %v on Compute lambda", name, key, v)
+				}
 			}
 		case p.compute == "lambda":
 			if n := f.ReservedConcurrentExecutions; n == nil || *n != 1 {
@@ -1050,9 +1056,27 @@ func TestExecuteFunctionIsTheSingleWriter(t *testing.T) {
 				(!slices.Contains([]float64{2, 4, 8}, ratio) || memory < ratio*1024) {
 				t.Errorf("%s ExecutionEnvironmentMemoryGiBPerVCpu = %v with %v MB: want 2, 4 or 8 and at least one vCPU", name, ratio, memory)
 			}
-			want := map[string]any{"MinExecutionEnvironments": 1.0, "MaxExecutionEnvironments": 1.0}
-			if got := props["FunctionScalingConfig"]; !reflect.DeepEqual(got, want) {
-				t.Errorf("%s FunctionScalingConfig = %v, want %v: one execution environment, the single writer", name, got, want)
+			if p.mode == "postgres" {
+				// Any number of writers: AWS's defaults (environments in
+				// several Availability Zones, scaling with the load).
+				if got, ok := props["FunctionScalingConfig"]; ok {
+					t.Errorf("%s FunctionScalingConfig = %v in postgres mode, want none (AWS's defaults)", name, got)
+				}
+			} else {
+				want := map[string]any{"MinExecutionEnvironments": 1.0, "MaxExecutionEnvironments": 1.0}
+				if got := props["FunctionScalingConfig"]; !reflect.DeepEqual(got, want) {
+					t.Errorf("%s FunctionScalingConfig = %v, want %v: one execution environment, the single writer", name, got, want)
+				}
+			}
+			// None, whatever the Globals give (postgres mode puts the other
+			// functions in the VPC): SAM takes an intrinsic on the function,
+			// Ref AWS::NoValue here, as the function's own value, which
+			// replaces the global one before CloudFormation removes it.
+			if got, ok := props["VpcConfig"]; ok {
+				t.Errorf("%s VpcConfig = %v: a function on a capacity provider takes the provider's network", name, got)
+			}
+			if own := getPath(readRawTemplate(t), "Resources", name, "Properties", "VpcConfig"); !reflect.DeepEqual(own, map[string]any{"Ref": "AWS::NoValue"}) {
+				t.Errorf("%s VpcConfig as written = %v, want Ref AWS::NoValue over the Globals' VpcConfig", name, own)
 			}
 			if got := props["PublishToLatestPublished"]; got != true {
 				t.Errorf("%s PublishToLatestPublished = %v, want true (unqualified invocations run $LATEST.PUBLISHED)", name, got)
@@ -2089,12 +2113,12 @@ func TestVPCParametersRule(t *testing.T) {
 	}
 }
 
-// TestManagedInstancesNeedLitestreamRule checks that the template refuses
+// TestManagedInstancesWithoutEFSRule checks that the template refuses
 // Compute managed-instances in efs mode (see the rule's comment in the
-// template) and accepts it in litestream mode.
-func TestManagedInstancesNeedLitestreamRule(t *testing.T) {
+// template) and accepts it in litestream and postgres modes.
+func TestManagedInstancesWithoutEFSRule(t *testing.T) {
 	raw := readRawTemplate(t)
-	const rule = "ManagedInstancesNeedLitestream"
+	const rule = "ManagedInstancesWithoutEFS"
 	cases := []struct {
 		name    string
 		params  map[string]string
@@ -2104,6 +2128,7 @@ func TestManagedInstancesNeedLitestreamRule(t *testing.T) {
 		{"managed-instances in efs mode", map[string]string{"Compute": "managed-instances", "StorageMode": "efs"}, true, []string{"StorageMode"}},
 		{"managed-instances in the default mode", map[string]string{"Compute": "managed-instances"}, true, []string{"StorageMode"}},
 		{"managed-instances in litestream mode", map[string]string{"Compute": "managed-instances", "StorageMode": "litestream"}, true, nil},
+		{"managed-instances in postgres mode", map[string]string{"Compute": "managed-instances", "StorageMode": "postgres"}, true, nil},
 		{"lambda in efs mode", map[string]string{"Compute": "lambda", "StorageMode": "efs"}, false, nil},
 		{"defaults", nil, false, nil},
 	}
@@ -2212,6 +2237,14 @@ func eachString(path string, v any, fn func(path, s string)) {
 	}
 }
 
+// capacityProviderVPC is where the capacity provider references the VPC
+// parameters: its instances, in both subnets.
+var capacityProviderVPC = map[string]string{
+	".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[0]":        "ref:SubnetIds[0]",
+	".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[1]":        "ref:SubnetIds[1]",
+	".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SecurityGroupIds[0]": "ref:SecurityGroupId",
+}
+
 // TestVPCParametersUsedOnlyInTheVPC checks where the resolved template
 // references the VPC parameters: in efs mode the functions' VPC
 // configuration and the two mount targets (in the first and the second
@@ -2243,12 +2276,13 @@ func TestVPCParametersUsedOnlyInTheVPC(t *testing.T) {
 			".Resources.DatabaseProxy.Properties.VpcSubnetIds[1]":          "ref:SubnetIds[1]",
 			".Resources.DatabaseProxy.Properties.VpcSecurityGroupIds[0]":   "ref:SecurityGroupId",
 		},
-		"litestream+managed-instances": {
-			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[0]":        "ref:SubnetIds[0]",
-			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SubnetIds[1]":        "ref:SubnetIds[1]",
-			".Resources.ExecuteCapacityProvider.Properties.VpcConfig.SecurityGroupIds[0]": "ref:SecurityGroupId",
-		},
+		"litestream+managed-instances": capacityProviderVPC,
 	}
+	// Postgres with Managed Instances: the project function (Globals), the
+	// database and the capacity provider; the managed execute function
+	// itself takes its network from the capacity provider.
+	want["postgres+managed-instances"] = maps.Clone(want["postgres"])
+	maps.Copy(want["postgres+managed-instances"], capacityProviderVPC)
 	eachMode(t, func(t *testing.T, p parsed) {
 		d := deployment{p.mode, p.compute}.String()
 		wanted, ok := want[d]
@@ -2411,12 +2445,24 @@ func getPath(v any, keys ...string) any {
 // execute functions (one logical function per Compute, see the template)
 // differ only where Lambda Managed Instances need it: everything else
 // (code, environment, storage, policies, events) is the same in litestream
-// mode, so that one cannot drift from the other.
+// and in postgres mode, so that one cannot drift from the other.
 func TestManagedExecuteFunctionMatchesTheLambdaOne(t *testing.T) {
-	lambda := parseDeployment(t, deployment{"litestream", "lambda"})
-	managed := parseDeployment(t, deployment{"litestream", "managed-instances"})
+	for _, mode := range []string{"litestream", "postgres"} {
+		t.Run(mode, func(t *testing.T) { testManagedMatchesLambda(t, mode) })
+	}
+}
+
+func testManagedMatchesLambda(t *testing.T, mode string) {
+	lambda := parseDeployment(t, deployment{mode, "lambda"})
+	managed := parseDeployment(t, deployment{mode, "managed-instances"})
+	// Litestream: the single writer, reserved to one on Lambda and pinned
+	// to one environment on Managed Instances. Postgres: neither.
 	onlyLambda := []string{"ReservedConcurrentExecutions"}
 	onlyManaged := append(slices.Sorted(maps.Keys(untypedFunctionProperties)), "MemorySize")
+	if mode == "postgres" {
+		onlyLambda = nil
+		onlyManaged = slices.DeleteFunc(onlyManaged, func(k string) bool { return k == "FunctionScalingConfig" })
+	}
 	differ := []string{"Description"}
 	copyProps := func(p parsed, name string) map[string]any {
 		props := p.properties(name)
