@@ -71,56 +71,46 @@ func queryRange(ctx context.Context, base, expr string, start, end time.Time) ([
 		"end":   {strconv.FormatFloat(float64(end.UnixNano())/1e9, 'f', 3, 64)},
 		"step":  {"1"},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query_range?"+q.Encode(), nil)
-	if err != nil {
-		return nil, err
+	var data struct {
+		Result []promSeries `json:"result"`
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var answer struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []promSeries `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		return nil, fmt.Errorf("%s: %w", resp.Status, err)
-	}
-	if answer.Status != "success" {
-		return nil, fmt.Errorf("%s: %s", resp.Status, answer.Error)
-	}
-	return answer.Data.Result, nil
+	err := promGet(ctx, base+"/api/v1/query_range?"+q.Encode(), &data)
+	return data.Result, err
 }
 
 // labelValues asks Prometheus for the values of label on the series
 // selector selects, as Grafana's label_values(selector, label) does.
 func labelValues(ctx context.Context, base, selector, label string) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		base+"/api/v1/label/"+url.PathEscape(label)+"/values?"+url.Values{"match[]": {selector}}.Encode(), nil)
+	var values []string
+	err := promGet(ctx, base+"/api/v1/label/"+url.PathEscape(label)+"/values?"+url.Values{"match[]": {selector}}.Encode(), &values)
+	return values, err
+}
+
+// promGet GETs a Prometheus HTTP API URL and decodes its answer's data
+// into data; an answer whose status is not success is an error with
+// Prometheus's message.
+func promGet(ctx context.Context, target string, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	var answer struct {
-		Status string   `json:"status"`
-		Error  string   `json:"error"`
-		Data   []string `json:"data"`
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		return nil, fmt.Errorf("%s: %w", resp.Status, err)
+		return fmt.Errorf("%s: %w", resp.Status, err)
 	}
 	if answer.Status != "success" {
-		return nil, fmt.Errorf("%s: %s", resp.Status, answer.Error)
+		return fmt.Errorf("%s: %s", resp.Status, answer.Error)
 	}
-	return answer.Data, nil
+	return json.Unmarshal(answer.Data, data)
 }
 
 // boardVariables resolves the board's template variables with everything
@@ -129,28 +119,11 @@ func labelValues(ctx context.Context, base, selector, label string) ([]string, e
 // of every value found. It also returns the values of each variable.
 func boardVariables(t *testing.T, ctx context.Context, prom string) (*strings.Replacer, map[string][]string) {
 	t.Helper()
-	b, err := os.ReadFile(grafanaBoard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var board struct {
-		Templating struct {
-			List []struct {
-				Name     string  `json:"name"`
-				AllValue *string `json:"allValue"`
-				Query    struct {
-					Query string `json:"query"`
-				} `json:"query"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(b, &board); err != nil {
-		t.Fatal(err)
-	}
+	variables := boardVariableDefs(t)
 	pairs := []string{"$__rate_interval", boardRateInterval, "${__rate_interval}", boardRateInterval}
 	found := map[string][]string{}
 	labelValuesQuery := regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
-	for _, v := range board.Templating.List {
+	for _, v := range variables {
 		m := labelValuesQuery.FindStringSubmatch(v.Query.Query)
 		if m == nil {
 			t.Fatalf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query.Query)

@@ -35,54 +35,17 @@ type boardQuery struct {
 // variables' label_values(...) queries.
 func boardQueries(t *testing.T) []boardQuery {
 	t.Helper()
-	b, err := os.ReadFile(grafanaBoard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type panel struct {
-		Title   string `json:"title"`
-		Type    string `json:"type"`
-		Targets []struct {
-			RefID string `json:"refId"`
-			Expr  string `json:"expr"`
-		} `json:"targets"`
-		Panels []json.RawMessage `json:"panels"`
-	}
-	var board struct {
-		Title      string            `json:"title"`
-		Panels     []json.RawMessage `json:"panels"`
-		Templating struct {
-			List []struct {
-				Name  string `json:"name"`
-				Query struct {
-					Query string `json:"query"`
-				} `json:"query"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(b, &board); err != nil {
-		t.Fatalf("%s: %v", grafanaBoard, err)
-	}
 	var out []boardQuery
-	var walk func([]json.RawMessage)
-	walk = func(raw []json.RawMessage) {
-		for _, r := range raw {
-			var p panel
-			if err := json.Unmarshal(r, &p); err != nil {
-				t.Fatalf("%s: panel: %v", grafanaBoard, err)
-			}
-			if p.Type != "row" && len(p.Targets) == 0 {
-				t.Errorf("panel %q has no query", p.Title)
-			}
-			for _, tg := range p.Targets {
-				out = append(out, boardQuery{fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Expr})
-			}
-			walk(p.Panels)
+	for _, p := range boardPanels(t) {
+		if p.Type != "row" && len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			out = append(out, boardQuery{fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Expr})
 		}
 	}
-	walk(board.Panels)
 	labelValues := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`)
-	for _, v := range board.Templating.List {
+	for _, v := range boardVariableDefs(t) {
 		m := labelValues.FindStringSubmatch(v.Query.Query)
 		if m == nil {
 			t.Errorf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query.Query)
@@ -91,6 +54,33 @@ func boardQueries(t *testing.T) []boardQuery {
 		out = append(out, boardQuery{"variable " + v.Name, m[1]})
 	}
 	return out
+}
+
+// boardVariable is one of the board's template variables.
+type boardVariable struct {
+	Name     string  `json:"name"`
+	AllValue *string `json:"allValue"`
+	Query    struct {
+		Query string `json:"query"`
+	} `json:"query"`
+}
+
+// boardVariableDefs returns the board's template variables, in order.
+func boardVariableDefs(t *testing.T) []boardVariable {
+	t.Helper()
+	b, err := os.ReadFile(grafanaBoard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Templating struct {
+			List []boardVariable `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &board); err != nil {
+		t.Fatalf("%s: %v", grafanaBoard, err)
+	}
+	return board.Templating.List
 }
 
 // grafanaVariables are replaced by values PromQL accepts before parsing,
