@@ -194,6 +194,11 @@ func walkThrough(t *testing.T, getenv func(string) string) {
 	do(t, "POST", u+"/commands/deposit", `{"account":"bob","amount":1.5}`).want(t, 400, `"invalid_request"`)
 	do(t, "POST", u+"/commands/nope", `{`).want(t, 404, `"unknown_command"`)
 	do(t, "POST", u+"/nope", `{}`).want(t, 404, `"not_found"`)
+	// The dashboard serves GET /; other methods there get the API's JSON 404.
+	if a := do(t, "POST", u+"/", `{"account":"alice","amount":5}`).want(t, 404, `"not_found"`); a.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("POST / answered %q", a.header.Get("Content-Type"))
+	}
+	do(t, "DELETE", u+"/dashboard/data.json", "").want(t, 404, `"not_found"`)
 	do(t, "GET", u+"/accounts/carol", "").want(t, 404, `"account_not_found"`)
 	if a := do(t, "GET", u+"/commands/deposit", "").want(t, 405, `"method_not_allowed"`); a.header.Get("Allow") != "POST" {
 		t.Fatalf("Allow %q", a.header.Get("Allow"))

@@ -23,8 +23,8 @@ import (
 var requestTimeout = 30 * time.Second
 
 // server serves the execute and project handlers, /healthz, /metrics and
-// the live dashboard (GET / and /dashboard/...); every request of the
-// handlers is a unit of work of the App.
+// the live dashboard (GET or HEAD / and /dashboard/...); every request of
+// the handlers is a unit of work of the App.
 type server struct {
 	app     *app.App
 	wake    chan struct{}
@@ -57,7 +57,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.ServeHTTP(w, r)
 		return
 	}
-	if dashboard.Handles(r.URL.Path) {
+	// The dashboard's pages are read; any other method on its paths gets
+	// the API's JSON 404, as every path no route has.
+	if dashboard.Handles(r.URL.Path) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		s.dash.ServeHTTP(w, r)
 		return
 	}
