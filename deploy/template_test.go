@@ -2504,8 +2504,10 @@ func testManagedMatchesLambda(t *testing.T, mode string) {
 			t.Errorf("ExecuteManagedFunction has %s = %v, ExecuteFunction has none", k, m[k])
 		}
 	}
-	if got, want := managed.resource("ExecuteManagedFunction")["Metadata"], lambda.resource("ExecuteFunction")["Metadata"]; !reflect.DeepEqual(got, want) {
-		t.Errorf("Metadata: ExecuteManagedFunction %v, ExecuteFunction %v", got, want)
+	for _, attr := range []string{"Metadata", "DependsOn"} {
+		if got, want := managed.resource("ExecuteManagedFunction")[attr], lambda.resource("ExecuteFunction")[attr]; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: ExecuteManagedFunction %v, ExecuteFunction %v", attr, got, want)
+		}
 	}
 }
 
