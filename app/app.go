@@ -286,6 +286,10 @@ func (a *App) openReadModels(ctx context.Context) error {
 
 // newRunner (re)creates the projection runner over the open databases.
 func (a *App) newRunner(ctx context.Context) error {
+	if a.Runner != nil {
+		// Replaced between units of work: nothing uses the old one now.
+		_ = a.Runner.Close()
+	}
 	opts := projection.Options{BatchSize: a.Config.ProjectionBatch, Logger: a.Logger}
 	variable := "EVENTCORE_READ_DB"
 	if a.Config.Postgres() {

@@ -60,6 +60,7 @@ func newRunner(t testing.TB, db *sql.DB, store eventlog.Store, opts projection.O
 	if err != nil {
 		t.Fatalf("NewRunner: %v", err)
 	}
+	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
 

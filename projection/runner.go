@@ -272,7 +272,10 @@ CREATE TABLE IF NOT EXISTS projection_leases (
 // that are TypeFilters, then, in one transaction, creates its tables if
 // they do not exist and runs every projector's Setup. Zero projectors are
 // allowed. Errors: an invalid option, name or type; a Setup error or a
-// database error, after which nothing was created.
+// database error of that transaction, after which nothing was created; a
+// database error preparing the checkpoint read (SQLite), after the tables
+// were created. On SQLite the Runner keeps that one statement prepared on
+// db until Close.
 func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Options, projectors ...Projector) (*Runner, error) {
 	if db == nil || store == nil {
 		return nil, errors.New("projection: NewRunner needs a database and a store")
@@ -339,6 +342,18 @@ func NewRunner(ctx context.Context, db *sql.DB, store eventlog.Store, opts Optio
 		r.checkpointAt = stmtRower{stmt}
 	}
 	return r, nil
+}
+
+// Close releases what the Runner prepared on its database (on SQLite, the
+// statement that reads checkpoints); it closes neither the database nor
+// the store. Call it when the Runner is replaced or no longer used, after
+// the calls in flight have returned: a Checkpoint after Close fails. It
+// is idempotent, and a no-op on PostgreSQL.
+func (r *Runner) Close() error {
+	if s, ok := r.checkpointAt.(stmtRower); ok {
+		return s.stmt.Close()
+	}
+	return nil
 }
 
 // stmtRower is a prepared statement used as a queryRower: the query it

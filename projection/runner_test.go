@@ -969,3 +969,33 @@ func (f failingSetup) Setup(ctx context.Context, tx *sql.Tx) error {
 	}
 	return errBoom
 }
+
+// Close releases the Runner's prepared checkpoint read: a Checkpoint after
+// it fails, a second Close is harmless, and the database stays open for a
+// Runner that replaces it.
+func TestCloseReleasesTheCheckpointRead(t *testing.T) {
+	t.Parallel()
+	store, _ := sharedLog(t)
+	db, _ := newReadDB(t)
+	r := newRunner(t, db, store, projection.Options{}, newCounter("counts"))
+	if _, err := r.CatchUp(context.Background(), "counts", 0); err != nil {
+		t.Fatal(err)
+	}
+	want, err := r.Checkpoint(context.Background(), "counts")
+	if err != nil || want == 0 {
+		t.Fatalf("checkpoint %d, %v", want, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+	if _, err := r.Checkpoint(context.Background(), "counts"); err == nil {
+		t.Fatal("Checkpoint after Close answered")
+	}
+	next := newRunner(t, db, store, projection.Options{}, newCounter("counts"))
+	if got, err := next.Checkpoint(context.Background(), "counts"); err != nil || got != want {
+		t.Fatalf("the next Runner's checkpoint %d, %v; want %d", got, err, want)
+	}
+}
