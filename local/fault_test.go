@@ -122,7 +122,9 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 			wg.Go(func() { deposit(fmt.Sprintf("faulty-%d", i), fmt.Sprintf("acct-%d", i)) })
 		}
 		wg.Wait()
-		time.Sleep(500 * time.Millisecond) // the reopen after the window's last answer
+		// The reopen may follow the window's last answer: strace stays
+		// attached until it has traced it (or 10 s; the check below fails).
+		reopenedIn(trace, db, 10*time.Second)
 	} else {
 		for i := range faulty {
 			key := fmt.Sprintf("faulty-%d", i)
@@ -132,14 +134,7 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 		}
 	}
 	lines := stopTrace()
-	injected, reopened := 0, false
-	for _, l := range lines {
-		if strings.Contains(l, "EIO") && strings.Contains(l, "(INJECTED)") {
-			injected++
-		} else if injected > 0 && (strings.Contains(l, " open(") || strings.Contains(l, " openat(")) && strings.Contains(l, db) {
-			reopened = true
-		}
-	}
+	injected, reopened := traceFaults(lines, db)
 	switch {
 	case once:
 		failed := 0
@@ -211,6 +206,33 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 	}
 	t.Logf("%s: %d of the commands answered 503 are in the log", syscall, kept)
 	stopCleanly(t, p)
+}
+
+// traceFaults counts the injected EIO failures in a trace's lines and
+// reports whether db's files were opened after the first of them.
+func traceFaults(lines []string, db string) (injected int, reopened bool) {
+	for _, l := range lines {
+		if strings.Contains(l, "EIO") && strings.Contains(l, "(INJECTED)") {
+			injected++
+		} else if injected > 0 && (strings.Contains(l, " open(") || strings.Contains(l, " openat(")) && strings.Contains(l, db) {
+			reopened = true
+		}
+	}
+	return injected, reopened
+}
+
+// reopenedIn waits until the trace strace is writing to file shows db
+// opened after an injected failure, or for at most limit.
+func reopenedIn(file, db string, limit time.Duration) {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		if _, reopened := traceFaults(strings.Split(string(b), "\n"), db); reopened {
+			return
+		}
+	}
 }
 
 // attachStrace attaches strace to every thread of pid, with args, writing

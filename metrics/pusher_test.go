@@ -35,7 +35,7 @@ func TestPushEndsBeforeTheCallersDeadline(t *testing.T) {
 	err = p.Push(ctx)
 	// The push keeps a margin of 100 ms; a push without one runs to the
 	// deadline. Any time left tells them apart, also when the scheduler
-	// wakes the push late.
+	// wakes the push up to 100 ms late.
 	if left := time.Until(deadline); left <= 0 {
 		t.Errorf("the push ended %v after the caller's deadline, want it to end before", -left)
 	}

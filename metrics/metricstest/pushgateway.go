@@ -58,18 +58,27 @@ func startServer(t testing.TB, bin, pkg, addr string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+		<-exited
 	})
+	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/-/ready")
+		resp, err := probe.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
+		}
+		select {
+		case werr := <-exited:
+			exited <- werr // for the cleanup
+			t.Fatalf("%s exited before it was ready: %v\n%s", bin, werr, out.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not become ready: %v\n%s", bin, err, out.String())
