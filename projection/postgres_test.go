@@ -212,7 +212,8 @@ func TestPostgresLease(t *testing.T) {
 		_, err := rB.CatchUp(ctx, "counts", 0)
 		bDone <- err
 	}()
-	waitForLockWaiter(t, db)
+	// B's takeover is blocked behind the open batch's lease row.
+	pgtest.WaitForLockWaiters(t, url, 1, "")
 	close(release)
 	if err := <-bDone; err != nil {
 		t.Errorf("B, taking over the expired lease: %v", err)
@@ -232,30 +233,6 @@ func TestPostgresLease(t *testing.T) {
 		if n := holder.triesAt(pos) + other.triesAt(pos); n != 1 {
 			t.Errorf("position %d applied %d times", pos, n)
 		}
-	}
-}
-
-// waitForLockWaiter returns once a session of db's database waits for a
-// row lock: the takeover blocked behind the open batch. A fixed sleep is
-// not enough on a loaded machine, where the takeover may not get there
-// before the batch commits and the holder goes on.
-func waitForLockWaiter(t *testing.T, db *sql.DB) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var waiting int
-		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
-		if err != nil {
-			t.Fatalf("look for a lock waiter: %v", err)
-		}
-		if waiting > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no session waited for the open batch's lease row within 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

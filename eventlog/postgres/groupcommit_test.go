@@ -32,25 +32,10 @@ func holdStream(t *testing.T, s *postgres.Store, stream string) (tx pgx.Tx, rele
 	return tx, func() { _ = tx.Rollback(ctx) }
 }
 
-// waitForLockWait waits until n statements of the database wait for a lock.
+// waitForLockWait waits until n appends of s's database wait for a lock.
 func waitForLockWait(t *testing.T, s *postgres.Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var waiting int
-		err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%eventlog_append%'`).Scan(&waiting)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if waiting >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d appends wait for a lock, want %d", waiting, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	pgtest.WaitForLockWaiters(t, s.Pool().Config().ConnString(), n, "eventlog_append")
 }
 
 // TestBatchConflictRefusesOnlyItsOwn queues appends while the one writer

@@ -78,3 +78,31 @@ func admin(t testing.TB, server, sql string) {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
+
+// WaitForLockWaiters returns once at least n sessions of the database at
+// databaseURL wait for a lock while running a statement that contains
+// query ("" for any): the point by which a test's transaction is blocked
+// behind one it holds. A fixed sleep guesses that point, and a loaded
+// machine outlasts the guess. It fails the test after 30 s.
+func WaitForLockWaiters(t testing.TB, databaseURL string, n int, query string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatalf("connect to look for lock waiters: %v", err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	for {
+		var waiting int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, query).Scan(&waiting)
+		if err != nil {
+			t.Fatalf("%d of %d sessions waited for a lock within 30s: %v", waiting, n, err)
+		}
+		if waiting >= n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
