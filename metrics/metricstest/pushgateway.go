@@ -62,7 +62,7 @@ func startServer(t testing.TB, bin, pkg, addr string, args ...string) {
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
+		_ = <-exited
 	})
 	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
