@@ -58,11 +58,15 @@ func startServer(t testing.TB, bin, pkg, addr string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = <-exited
+		<-exited
 	})
 	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
@@ -75,9 +79,8 @@ func startServer(t testing.TB, bin, pkg, addr string, args ...string) {
 			}
 		}
 		select {
-		case werr := <-exited:
-			exited <- werr // for the cleanup
-			t.Fatalf("%s exited before it was ready: %v\n%s", bin, werr, out.String())
+		case <-exited:
+			t.Fatalf("%s exited before it was ready: %v\n%s", bin, waitErr, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
