@@ -45,8 +45,16 @@ func buildRunnerWith(t *testing.T, tags string) string {
 type process struct {
 	cmd    *exec.Cmd
 	url    string
-	stderr *bytes.Buffer
+	stderr *bytes.Buffer // written through errw
+	errw   *lockedWriter
 	exited chan struct{}
+}
+
+// logs returns what the runner has written to stderr so far (its log).
+func (p *process) logs() string {
+	p.errw.mu.Lock()
+	defer p.errw.mu.Unlock()
+	return p.stderr.String()
 }
 
 // launch starts the binary on a free port and waits for its URL.
@@ -55,7 +63,8 @@ func launch(t *testing.T, bin string, env []string) *process {
 	cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
 	p := &process{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
+	p.errw = &lockedWriter{w: p.stderr}
+	cmd.Stderr = p.errw
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

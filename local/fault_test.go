@@ -154,6 +154,17 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 			t.Fatalf("%d %s calls failed and %d of %d concurrent commands answered 503; want each failed call's batch answered 503, not acknowledged:\n%s",
 				injected, syscall, failed, faulty, strings.Join(lines, "\n"))
 		}
+		// The store names each failed batch's commands: every one of them
+		// answered 503, one failed batch per failed fsync.
+		batches, named := failedBatches(t, p.logs())
+		if batches != injected {
+			t.Fatalf("%d failed batches logged for %d failed %s calls:\n%s", batches, injected, syscall, p.logs())
+		}
+		for _, key := range named {
+			if r := results[key]; r.status != http.StatusServiceUnavailable {
+				t.Fatalf("%s was in a batch whose %s failed, and answered %+v; want 503", key, syscall, r)
+			}
+		}
 		t.Logf("%d failed %s calls under %d concurrent commands: %d answered 503", injected, syscall, faulty, failed)
 	case injected < faulty:
 		t.Fatalf("%d %s calls failed for %d commands:\n%s", injected, syscall, faulty, strings.Join(lines, "\n"))
@@ -206,6 +217,26 @@ func testInjected(t *testing.T, bin, syscall string, once bool) {
 	}
 	t.Logf("%s: %d of the commands answered 503 are in the log", syscall, kept)
 	stopCleanly(t, p)
+}
+
+// failedBatches reads the store's log lines for batches whose storage
+// failed: how many, and the command ids (Idempotency-Keys) they held.
+func failedBatches(t *testing.T, logs string) (batches int, commands []string) {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, "event log storage failed") {
+			continue
+		}
+		var entry struct {
+			Commands []string `json:"commands"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		batches++
+		commands = append(commands, entry.Commands...)
+	}
+	return batches, commands
 }
 
 // traceFaults counts the injected EIO failures in a trace's lines and

@@ -300,7 +300,7 @@ func (w *writer) take(batch []*appendCall, c *appendCall) []*appendCall {
 func (w *writer) commit(batch []*appendCall) {
 	outcomes, began, err := w.commitTx(batch)
 	if err != nil {
-		if serr := w.storageError(err); serr != nil {
+		if serr := w.storageError(err, batch); serr != nil {
 			for _, c := range batch {
 				c.Deliver(appendOutcome{err: serr})
 			}
@@ -332,7 +332,7 @@ func (w *writer) commit(batch []*appendCall) {
 // broken; on a filesystem without space, one that is not a failed fsync
 // counts as a full disk (a write that failed with ENOSPC may surface as
 // an I/O error).
-func (w *writer) storageError(err error) error {
+func (w *writer) storageError(err error, batch []*appendCall) error {
 	var coded interface{ Code() int }
 	if !errors.As(err, &coded) {
 		return nil
@@ -346,7 +346,16 @@ func (w *writer) storageError(err error) error {
 		if code != sqlite3.SQLITE_IOERR_FSYNC && code != sqlite3.SQLITE_IOERR_DIR_FSYNC && lowOnSpace(w.dir) {
 			return w.fullError(err)
 		}
-		w.log.Error("event log storage failed: the batch is not acknowledged and the database is reopened", "error", err.Error())
+		// The commands whose outcome is now unknown, by command id (the
+		// Idempotency-Key), for whoever must retry them.
+		var commands []string
+		for _, c := range batch {
+			if c.req.CommandID != "" {
+				commands = append(commands, c.req.CommandID)
+			}
+		}
+		w.log.Error("event log storage failed: the batch is not acknowledged and the database is reopened",
+			"error", err.Error(), "appends", len(batch), "commands", commands)
 		return fmt.Errorf("sqlite: append: %w: %w", eventlog.ErrStorageUnavailable, err)
 	}
 	return nil
