@@ -122,7 +122,6 @@ func boardVariables(t *testing.T, ctx context.Context, prom string) (*strings.Re
 	variables := boardVariableDefs(t)
 	pairs := []string{"$__rate_interval", boardRateInterval, "${__rate_interval}", boardRateInterval}
 	found := map[string][]string{}
-	labelValuesQuery := regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
 	for _, v := range variables {
 		m := labelValuesQuery.FindStringSubmatch(v.Query.Query)
 		if m == nil {
@@ -257,54 +256,6 @@ func TestGrafanaBoardAgainstPrometheus(t *testing.T) {
 		}
 		t.Logf("wrote %s", boardPicture)
 	}
-}
-
-// boardPanel is one panel of the board, rows included, with where it sits
-// on Grafana's grid (24 columns wide, rows of 30 px).
-type boardPanel struct {
-	Title   string `json:"title"`
-	Type    string `json:"type"`
-	GridPos struct {
-		H, W, X, Y int
-	} `json:"gridPos"`
-	Targets []boardTarget `json:"targets"`
-	Panels  []boardPanel  `json:"panels"` // a collapsed row's panels
-}
-
-// boardTarget is one query of a panel, with what Prometheus answered.
-type boardTarget struct {
-	RefID  string `json:"refId"`
-	Expr   string `json:"expr"`
-	Legend string `json:"legendFormat"`
-	answer []promSeries
-}
-
-// boardPanels returns the board's panels, a collapsed row's own panels
-// after it.
-func boardPanels(t *testing.T) []boardPanel {
-	t.Helper()
-	b, err := os.ReadFile(grafanaBoard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var board struct {
-		Panels []boardPanel `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &board); err != nil {
-		t.Fatalf("%s: %v", grafanaBoard, err)
-	}
-	var out []boardPanel
-	var walk func([]boardPanel)
-	walk = func(ps []boardPanel) {
-		for _, p := range ps {
-			nested := p.Panels
-			p.Panels = nil
-			out = append(out, p)
-			walk(nested)
-		}
-	}
-	walk(board.Panels)
-	return out
 }
 
 // drawBoard draws panels at their grid places into a PNG at path: a row

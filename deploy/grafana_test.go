@@ -44,9 +44,8 @@ func boardQueries(t *testing.T) []boardQuery {
 			out = append(out, boardQuery{fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Expr})
 		}
 	}
-	labelValues := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`)
 	for _, v := range boardVariableDefs(t) {
-		m := labelValues.FindStringSubmatch(v.Query.Query)
+		m := labelValuesQuery.FindStringSubmatch(v.Query.Query)
 		if m == nil {
 			t.Errorf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query.Query)
 			continue
@@ -55,6 +54,9 @@ func boardQueries(t *testing.T) []boardQuery {
 	}
 	return out
 }
+
+// labelValuesQuery is a variable's label_values(selector, label) query.
+var labelValuesQuery = regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
 
 // boardVariable is one of the board's template variables.
 type boardVariable struct {
@@ -68,19 +70,67 @@ type boardVariable struct {
 // boardVariableDefs returns the board's template variables, in order.
 func boardVariableDefs(t *testing.T) []boardVariable {
 	t.Helper()
+	return readBoard(t).Templating.List
+}
+
+// board is the part of the board's JSON the tests read.
+type board struct {
+	Panels     []boardPanel `json:"panels"`
+	Templating struct {
+		List []boardVariable `json:"list"`
+	} `json:"templating"`
+}
+
+// readBoard reads and decodes the board.
+func readBoard(t *testing.T) board {
+	t.Helper()
 	b, err := os.ReadFile(grafanaBoard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var board struct {
-		Templating struct {
-			List []boardVariable `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(b, &board); err != nil {
+	var out board
+	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("%s: %v", grafanaBoard, err)
 	}
-	return board.Templating.List
+	return out
+}
+
+// boardPanel is one panel of the board, rows included, with where it sits
+// on Grafana's grid (24 columns wide, rows of 30 px).
+type boardPanel struct {
+	Title   string `json:"title"`
+	Type    string `json:"type"`
+	GridPos struct {
+		H, W, X, Y int
+	} `json:"gridPos"`
+	Targets []boardTarget `json:"targets"`
+	Panels  []boardPanel  `json:"panels"` // a collapsed row's panels
+}
+
+// boardTarget is one query of a panel, with what Prometheus answered.
+type boardTarget struct {
+	RefID  string `json:"refId"`
+	Expr   string `json:"expr"`
+	Legend string `json:"legendFormat"`
+	answer []promSeries
+}
+
+// boardPanels returns the board's panels, a collapsed row's own panels
+// after it.
+func boardPanels(t *testing.T) []boardPanel {
+	t.Helper()
+	var out []boardPanel
+	var walk func([]boardPanel)
+	walk = func(ps []boardPanel) {
+		for _, p := range ps {
+			nested := p.Panels
+			p.Panels = nil
+			out = append(out, p)
+			walk(nested)
+		}
+	}
+	walk(readBoard(t).Panels)
+	return out
 }
 
 // grafanaVariables are replaced by values PromQL accepts before parsing,
