@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -19,6 +20,20 @@ type benchClient struct {
 
 func newBenchClient(b *testing.B, base string, clients int) *benchClient {
 	return &benchClient{b: b, base: base, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: 30 * time.Second}}
+}
+
+// startBench starts a runner on a temporary directory, opens the accounts
+// PREFIX-0 to PREFIX-(accounts-1) and returns a client's send for clients
+// callers.
+func startBench(b *testing.B, clients, accounts int, prefix string) func(method, target, body string) (int, string, time.Duration) {
+	b.Helper()
+	send := newBenchClient(b, start(b, testEnv(b.TempDir())).url, clients).send
+	for i := range accounts {
+		if status, out, _ := send("POST", "/commands/open-account", fmt.Sprintf(`{"account":"%s-%d","owner":"B"}`, prefix, i)); status != 200 {
+			b.Fatalf("open account: %d %s", status, out)
+		}
+	}
+	return send
 }
 
 // send sends one request and answers its status, body and duration; a

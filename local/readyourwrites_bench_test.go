@@ -17,13 +17,7 @@ import (
 // write against a plain read.
 func BenchmarkReadYourWrites(b *testing.B) {
 	const benchClients, benchAccounts = 8, 4
-	base := start(b, testEnv(b.TempDir())).url
-	send := newBenchClient(b, base, benchClients).send
-	for i := range benchAccounts {
-		if status, out, _ := send("POST", "/commands/open-account", fmt.Sprintf(`{"account":"bench-%d","owner":"B"}`, i)); status != 200 {
-			b.Fatalf("open account: %d %s", status, out)
-		}
-	}
+	send := startBench(b, benchClients, benchAccounts, "bench")
 
 	var mu sync.Mutex
 	var commands, ryw, plain []time.Duration

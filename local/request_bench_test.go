@@ -18,13 +18,7 @@ import (
 func BenchmarkRequests(b *testing.B) {
 	for _, clients := range []int{1, 8} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			base := start(b, testEnv(b.TempDir())).url
-			send := newBenchClient(b, base, clients).send
-			for c := range clients {
-				if status, out, _ := send("POST", "/commands/open-account", fmt.Sprintf(`{"account":"req-%d","owner":"R"}`, c)); status != 200 {
-					b.Fatalf("open account: %d %s", status, out)
-				}
-			}
+			send := startBench(b, clients, clients, "req")
 			var mu sync.Mutex
 			var commands, reads []time.Duration
 			var next atomic.Int64
