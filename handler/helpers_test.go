@@ -58,6 +58,7 @@ func openHandlers(t testing.TB, reg *handler.Registry, logger *slog.Logger) *han
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = runner.Close() })
 	return &handlers{
 		Store:  store,
 		ReadDB: db,
