@@ -93,14 +93,14 @@ func WaitForLockWaiters(t testing.TB, databaseURL string, n int, query string) {
 		t.Fatalf("connect to look for lock waiters: %v", err)
 	}
 	defer func() { _ = conn.Close(context.Background()) }()
+	seen := 0 // at the last look
 	for {
-		var waiting int
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, query).Scan(&waiting)
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, query).Scan(&seen)
 		if err != nil {
-			t.Fatalf("%d of %d sessions waited for a lock within 30s: %v", waiting, n, err)
+			t.Fatalf("waiting for %d sessions to wait for a lock (%d did at the last look): %v", n, seen, err)
 		}
-		if waiting >= n {
+		if seen >= n {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
